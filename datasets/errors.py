@@ -1,0 +1,38 @@
+"""Errors raised at the boundary of lisentry.
+
+Every error about bad input carries the file it concerns and says what was wrong in one
+line, e.g. ``BrukerFormatError: run12/5/acqus: SW_h missing (needed for ppm axis)``. The
+command line prints ``str(err)`` and never a traceback for these.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LisentryError(Exception):
+    """Base class of all errors lisentry raises on purpose."""
+
+
+class ConfigError(LisentryError, ValueError):
+    """A configuration value or protocol step is invalid."""
+
+
+class InputError(LisentryError):
+    """A file could not be used. ``path`` names it, ``reason`` says why (one line)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+class BrukerFormatError(InputError):
+    """A Bruker TopSpin file is missing, truncated or inconsistent."""
+
+
+class IncompleteAcquisition(BrukerFormatError):
+    """The experiment is still being acquired (TopSpin has not written its end yet)."""
+
+
+class EchemFormatError(InputError):
+    """A potentiostat log cannot be parsed."""
