@@ -1,0 +1,179 @@
+"""Reading a whole run: Bruker reader + potentiostat log + processing pipeline -> :class:`Run`.
+
+This is the one path from instrument files to frames, used by ``inspect``, ``plot``, the
+dataset store (``add-measured``) and ``label``; ``watch`` uses the same pieces frame by frame
+through :class:`RunAssembler`.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from lisentry.datasets.errors import InputError
+from lisentry.datasets.frame import Frame, RawFrame, Run
+from lisentry.datasets.io import bruker
+from lisentry.datasets.io.potentiostat import EchemLog, read_echem
+from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+
+
+def report_skip(err: InputError, stream=None) -> None:
+    """Print the one-line report of a frame that could not be read (stderr)."""
+    print(f"skipped: {err}", file=stream or sys.stderr, flush=True)
+
+
+@dataclass
+class RunAssembler:
+    """Turns :class:`RawFrame` s into :class:`Frame` s one at a time (batch == streaming).
+
+    Holds the run-level state: the run's time origin (acquisition start of the first readable
+    frame), the pipeline's frozen phase and normalisation, and the potentiostat log.
+
+    Parameters
+    ----------
+    run_id : str
+        Name of the run.
+    pipeline : Pipeline
+        Processing pipeline (its run-level state lives in it).
+    echem : EchemLog | None
+        Potentiostat log on the spectrometer's clock, or ``None`` (spectra only).
+    """
+
+    run_id: str
+    pipeline: Pipeline
+    echem: EchemLog | None = None
+    t0: datetime | None = None
+    n_frames: int = 0
+    last_start: datetime | None = None
+
+    def add(self, raw: RawFrame) -> Frame:
+        """Process one raw frame; raises :class:`InputError` for an unusable one."""
+        if self.last_start is not None and raw.acq_start <= self.last_start:
+            raise InputError(raw.source, f"acquisition start {raw.acq_start.isoformat()} is not after "
+                                         f"the previous frame's ({self.last_start.isoformat()})")
+        spectrum = self.pipeline.process(raw)
+        if not np.isfinite(spectrum).any():
+            raise InputError(raw.source, "processed spectrum has no finite point on the ppm grid")
+        spectrum = self.pipeline.normalise(spectrum, self.n_frames)
+        if self.t0 is None:
+            self.t0 = raw.acq_start
+        stats = {}
+        status = "ok"
+        if self.echem is not None:
+            w = self.echem.window_stats(raw.acq_start, raw.acq_end)
+            stats = dict(potential_V=w.potential_V, potential_min_V=w.potential_min_V,
+                         potential_max_V=w.potential_max_V, current_A=w.current_A,
+                         current_min_A=w.current_min_A, current_max_A=w.current_max_A,
+                         charge_C=w.charge_C)
+            status = w.status
+        else:
+            status = "no_potential"
+        frame = Frame(
+            run_id=self.run_id, index=self.n_frames, expno=raw.expno,
+            acq_start=raw.acq_start, acq_end=raw.acq_end,
+            t_s=(raw.acq_mid - self.t0).total_seconds(),
+            nucleus=raw.acq.nucleus, sfo1_MHz=raw.acq.sfo1_MHz,
+            ppm_grid=self.pipeline.ppm_grid, intensity=spectrum.astype(np.float32),
+            acq=raw.acq, source=raw.source, status=status, **stats,
+        )
+        self.n_frames += 1
+        self.last_start = raw.acq_start
+        return frame
+
+
+@dataclass
+class LoadOptions:
+    """Command-line options shared by every command that reads a run (see interfaces.md)."""
+
+    echem: Path | None = None
+    echem_start: str | None = None
+    echem_tz: str | None = None
+    clock_offset_s: float = 0.0
+    reference_ppm: float | None = None
+    sr_hz: float | None = None
+    use_processed: bool = False
+    expected_nucleus: str | None = "7Li"
+    extra: dict = field(default_factory=dict)
+
+
+def open_echem(opts: LoadOptions) -> EchemLog | None:
+    if opts.echem is None:
+        return None
+    return read_echem(opts.echem, start=opts.echem_start, tz=opts.echem_tz,
+                      clock_offset_s=opts.clock_offset_s)
+
+
+def pipeline_for(opts: LoadOptions, config: ProcessingConfig | None = None) -> Pipeline:
+    """A fresh pipeline with the user's referencing options applied."""
+    config = config or ProcessingConfig()
+    changes = {}
+    if opts.sr_hz is not None:
+        changes["sr_Hz"] = opts.sr_hz
+    if opts.reference_ppm is not None:
+        changes["reference_peak_ppm"] = opts.reference_ppm
+    if changes:
+        config = ProcessingConfig.from_dict({**config.to_dict(), **changes})
+    return Pipeline(config)
+
+
+def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
+             config: ProcessingConfig | None = None, pipeline: Pipeline | None = None,
+             run_id: str | None = None,
+             on_skip: Callable[[InputError], None] | None = report_skip,
+             progress: Iterable | None = None) -> Run:
+    """Read, process and align a whole run.
+
+    Parameters
+    ----------
+    nmr_dir : path
+        Folder with numbered experiment folders (or a pseudo-2D ``ser``), or a run folder
+        containing ``nmr/``.
+    opts : LoadOptions
+        Potentiostat log and referencing options.
+    config : ProcessingConfig, optional
+        Processing configuration (defaults otherwise); ignored when ``pipeline`` is given.
+    on_skip : callable
+        Called with the :class:`InputError` of every frame that cannot be used (default:
+        one line on stderr). The frame gets no row; the others go on.
+
+    Returns
+    -------
+    Run
+        Frames in acquisition order; ``run.skipped`` lists ``(expno, path, reason)``.
+    """
+    opts = opts or LoadOptions()
+    nmr_dir = Path(nmr_dir)
+    echem = open_echem(opts)
+    pipe = pipeline or pipeline_for(opts, config)
+    asm = RunAssembler(run_id or _run_id(nmr_dir), pipe, echem)
+    frames: list[Frame] = []
+    skipped: list[tuple[int, str, str]] = []
+    for item in bruker.iter_raw_frames(nmr_dir, use_processed=opts.use_processed,
+                                       expected_nucleus=opts.expected_nucleus):
+        try:
+            if isinstance(item, InputError):
+                raise item
+            frames.append(asm.add(item))
+        except InputError as err:
+            skipped.append((_expno_of(err.path), str(err.path), err.reason))
+            if on_skip:
+                on_skip(err)
+    meta = {"nmr_dir": str(nmr_dir), "echem": str(opts.echem) if opts.echem else None,
+            "processing": pipe.to_dict(), "t0": asm.t0.isoformat() if asm.t0 else None,
+            "echem_notes": list(echem.notes) if echem is not None else []}
+    return Run(asm.run_id, frames, meta=meta, skipped=skipped)
+
+
+def _run_id(nmr_dir: Path) -> str:
+    return nmr_dir.parent.name if nmr_dir.name == "nmr" else nmr_dir.name
+
+
+def _expno_of(path: Path) -> int:
+    for part in reversed(Path(path).parts):
+        if part.isdigit():
+            return int(part)
+    return -1

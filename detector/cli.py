@@ -1,0 +1,146 @@
+"""The ``lisentry`` command line (one Typer app; sub-commands live in their packages).
+
+Bad input never produces a traceback: :class:`~lisentry.datasets.errors.LisentryError` s are
+printed as one line on stderr and the command exits non-zero only when nothing usable is left.
+Logs and progress go to stderr, data to stdout and files.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lisentry.datasets.errors import LisentryError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Watch and label operando 7Li NMR runs of lithium batteries.")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def friendly_errors(fn):
+    """Turn LisentryError (and file-system errors on user paths) into a one-line message."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except LisentryError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2)
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
+            _err(f"error: {exc.filename or ''}: {exc.strerror}")
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            _err("interrupted")
+            raise typer.Exit(130)
+    return wrapper
+
+
+# ---- options shared by every command that reads a run (interfaces.md "Command line") ----
+NmrDir = Annotated[Path, typer.Argument(help="Folder of numbered Bruker experiments (or a pseudo-2D ser), "
+                                             "or a run folder containing nmr/.")]
+EchemOpt = Annotated[Optional[Path], typer.Option("--echem", help="Potentiostat log (.mpt, .mpr, EC-Lab text export, CSV).")]
+EchemStartOpt = Annotated[Optional[str], typer.Option("--echem-start", help="Absolute start of a log that has none (ISO 8601).")]
+EchemTzOpt = Annotated[Optional[str], typer.Option("--echem-tz", help="Time zone of the log's local times (IANA name); default: this machine's.")]
+ClockOffsetOpt = Annotated[float, typer.Option("--clock-offset-s", help="Potentiostat clock minus spectrometer clock, seconds.")]
+ReferencePpmOpt = Annotated[Optional[float], typer.Option("--reference-ppm", help="Shift the axis so the tallest peak near this value sits on it (runs without procs).")]
+SrHzOpt = Annotated[Optional[float], typer.Option("--sr-hz", help="Spectrum reference SR in Hz (runs without processed data).")]
+ProcessedOpt = Annotated[bool, typer.Option("--processed/--raw", help="Use TopSpin's processed pdata/1/1r instead of the raw fid.")]
+
+
+def load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed=False):
+    from lisentry.datasets.loading import LoadOptions
+    return LoadOptions(echem=echem, echem_start=echem_start, echem_tz=echem_tz,
+                       clock_offset_s=clock_offset_s, reference_ppm=reference_ppm, sr_hz=sr_hz,
+                       use_processed=processed)
+
+
+@app.command()
+@friendly_errors
+def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt = None,
+            echem_tz: EchemTzOpt = None, clock_offset_s: ClockOffsetOpt = 0.0,
+            reference_ppm: ReferencePpmOpt = None, sr_hz: SrHzOpt = None,
+            processed: ProcessedOpt = False):
+    """Summarise a run: frames, time span, nucleus, field, potential range, problems."""
+    from lisentry.datasets.io import bruker
+    from lisentry.datasets.loading import load_run
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    listing = bruker.scan_series(nmr_dir)
+    run = load_run(nmr_dir, opts)
+    n_folders = listing.n_folders
+    typer.echo(f"run: {run.run_id}  ({nmr_dir})")
+    typer.echo(f"{n_folders} folders, {len(run)} frames read, {len(run.skipped)} skipped")
+    if len(run):
+        f0, f1 = run.frames[0], run.frames[-1]
+        span_h = (f1.acq_end - f0.acq_start).total_seconds() / 3600
+        typer.echo(f"time span: {f0.acq_start.isoformat()} .. {f1.acq_end.isoformat()} ({span_h:.2f} h)")
+        typer.echo(f"nucleus: {f0.nucleus}  SFO1 {f0.sfo1_MHz:.4f} MHz  "
+                   f"(1H {_proton_MHz(f0.nucleus, f0.sfo1_MHz):.0f} MHz magnet)")
+        typer.echo(f"acquisition: NS {f0.acq.ns}, TD {f0.acq.td}, SW {f0.acq.sw_Hz/1e3:.1f} kHz, "
+                   f"frame period {_median_period_min(run):.1f} min")
+        pots = [f.potential_V for f in run.frames if math.isfinite(f.potential_V)]
+        if pots:
+            typer.echo(f"potential: {min(pots):.4f} .. {max(pots):.4f} V over {len(pots)} frames")
+        else:
+            typer.echo("potential: none (spectra only)" if echem is None else
+                       "potential: the log does not cover any frame (check --echem-start / --clock-offset-s)")
+        statuses = {}
+        for f in run.frames:
+            if f.status != "ok":
+                statuses[f.status] = statuses.get(f.status, 0) + 1
+        for s, n in sorted(statuses.items()):
+            typer.echo(f"degraded frames: {n} with status {s}")
+    for note in listing.notes + run.meta.get("echem_notes", []):
+        typer.echo(f"problem: {note}")
+    for expno, path, reason in run.skipped:
+        typer.echo(f"skipped frame {expno}: {path}: {reason}")
+    if not len(run):
+        raise typer.Exit(1)
+
+
+def _median_period_min(run) -> float:
+    import numpy as np
+    t = run.t_s()
+    return float(np.median(np.diff(t)) / 60) if len(t) > 1 else float("nan")
+
+
+_GAMMA_RATIO = {"7Li": 0.388638, "6Li": 0.147161, "1H": 1.0, "23Na": 0.264518, "19F": 0.940940}
+
+
+def _proton_MHz(nucleus: str, sfo1_MHz: float) -> float:
+    return sfo1_MHz / _GAMMA_RATIO.get(nucleus, float("nan"))
+
+
+@app.command()
+@friendly_errors
+def plot(nmr_dir: NmrDir,
+         out: Annotated[Path, typer.Option("-o", "--out", help="Figure file (.png, .pdf, .svg).")],
+         echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
+         clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
+         sr_hz: SrHzOpt = None, processed: ProcessedOpt = False,
+         ppm_min: Annotated[float, typer.Option(help="Lower end of the heat map, ppm.")] = 0.0,
+         ppm_max: Annotated[float, typer.Option(help="Upper end of the heat map, ppm.")] = 300.0):
+    """Draw the operando figure: spectra as a ppm-vs-time heat map beside the potential."""
+    from lisentry.datasets.loading import load_run
+    from lisentry.detector.plots import plot_run
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    run = load_run(nmr_dir, opts)
+    if not len(run):
+        _err(f"error: {nmr_dir}: no readable frame")
+        raise typer.Exit(1)
+    plot_run(run, out, ppm_range=(ppm_min, ppm_max))
+    _err(f"wrote {out} ({len(run)} frames, {len(run.skipped)} skipped)")
+
+
+def main():  # pragma: no cover - console entry for `python -m lisentry.detector.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
