@@ -138,6 +138,14 @@ def plot(nmr_dir: NmrDir,
     _err(f"wrote {out} ({len(run)} frames, {len(run.skipped)} skipped)")
 
 
+def _register_subcommands() -> None:
+    from lisentry.training.cli import register as register_training
+    register_training(app, friendly_errors)
+
+
+_register_subcommands()
+
+
 def main():  # pragma: no cover - console entry for `python -m lisentry.detector.cli`
     app()
 

@@ -1,0 +1,152 @@
+"""Training configuration: a YAML file validated at the boundary, with CLI overrides.
+
+Example (``configs/train-default.yaml``)::
+
+    dataset: data/default
+    out: models/default
+    seed: 0
+    split: {val_frac: 0.15, test_frac: 0.15, leave_out_families: []}
+    model: {name: lisentry_net, hidden: 64}
+    train: {epochs: 40, lr: 0.002, batch_runs: 8, patience: 6, max_minutes: 18}
+    detector: {enter: 0.6, exit: 0.4, min_consecutive: 2, horizon_s: 3600}
+    mlflow: {experiment: lisentry, register_as: lisentry-default, alias: champion}
+
+Overrides use dotted keys: ``--set train.epochs=5 --set model.hidden=32``.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from lisentry.datasets.errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": None,
+    "out": "models/trained",
+    "seed": 0,
+    "init_from": None,
+    "split": {"val_frac": 0.15, "test_frac": 0.15, "leave_out_families": [], "seed": 0},
+    "model": {"name": "lisentry_net", "hidden": 64, "channels": [16, 32, 48, 32],
+              "pooled_bins": 16, "echem_hidden": 32, "num_layers": 1, "dropout": 0.1,
+              "input_scale": 1.0},
+    "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6,
+              "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
+              "device": "auto", "threads": 0, "grad_clip": 1.0,
+              "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15}},
+    "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0},
+    "mlflow": {"enabled": True, "experiment": "lisentry", "tracking_uri": None,
+               "register_as": None, "alias": "champion"},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Resolved training configuration (all sections filled with defaults)."""
+
+    data: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+    source: str | None = None
+
+    def __getitem__(self, key: str):
+        return self.data[key]
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.data)
+
+
+def _merge(base: dict, new: Mapping, path: str, defaults: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if k not in defaults:
+            hint = difflib.get_close_matches(k, list(defaults), n=1)
+            where = f"{path}.{k}" if path else k
+            raise ConfigError(f"unknown training config key {where!r}"
+                              + (f"; did you mean {hint[0]!r}?" if hint else
+                                 f"; expected one of {sorted(defaults)}"))
+        if isinstance(defaults[k], dict) and k not in ("model",):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"training config {path + '.' if path else ''}{k} must be a mapping. Got {v!r}.")
+            out[k] = _merge(out[k], v, f"{path}.{k}" if path else k, defaults[k])
+        elif k == "model":
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"training config model must be a mapping. Got {v!r}.")
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                      base: Mapping | None = None) -> TrainConfig:
+    """Read and validate a training config.
+
+    Parameters
+    ----------
+    path : path, optional
+        YAML file; relative ``dataset``/``out``/``init_from`` paths are taken relative to the
+        current folder.
+    overrides : sequence of str
+        ``"section.key=value"`` strings (value parsed as YAML).
+    base : mapping, optional
+        A config dict to start from instead of the defaults (e.g. a bundle's training config).
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys (with a "did you mean"), wrong types or out-of-range values.
+    """
+    data = copy.deepcopy(dict(base) if base else DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: training config not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data = _merge(data, raw, "", DEFAULTS)
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.key=value")
+        key, value = ov.split("=", 1)
+        parts = key.strip().split(".")
+        nested: dict = {}
+        cur = nested
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = _parse_value(value)
+        data = _merge(data, nested, "", DEFAULTS)
+    _validate(data)
+    return TrainConfig(data, str(path) if path else None)
+
+
+def _validate(d: dict) -> None:
+    t = d["train"]
+    checks = [
+        ("train.epochs", t["epochs"], isinstance(t["epochs"], int) and t["epochs"] >= 1, "an int >= 1"),
+        ("train.lr", t["lr"], isinstance(t["lr"], (int, float)) and t["lr"] > 0, "> 0"),
+        ("train.batch_runs", t["batch_runs"], isinstance(t["batch_runs"], int) and t["batch_runs"] >= 1, "an int >= 1"),
+        ("train.patience", t["patience"], isinstance(t["patience"], int) and t["patience"] >= 1, "an int >= 1"),
+        ("train.max_minutes", t["max_minutes"], isinstance(t["max_minutes"], (int, float)) and t["max_minutes"] > 0, "> 0"),
+        ("train.device", t["device"], t["device"] in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+        ("train.class_weight", t["class_weight"], t["class_weight"] in ("none", "balanced", "sqrt_balanced"),
+         "one of none, balanced, sqrt_balanced"),
+        ("detector.horizon_s", d["detector"]["horizon_s"],
+         isinstance(d["detector"]["horizon_s"], (int, float)) and d["detector"]["horizon_s"] > 0, "> 0"),
+        ("split.val_frac", d["split"]["val_frac"], 0 < d["split"]["val_frac"] < 1, "in (0, 1)"),
+    ]
+    for name, got, ok, must in checks:
+        if not ok:
+            raise ConfigError(f"The '{name}' parameter of the training config must be {must}. Got {got!r}.")
+    if d["dataset"] is None:
+        raise ConfigError("the training config needs 'dataset' (a folder built by `lisentry datasets build`)")

@@ -1,0 +1,128 @@
+"""Dataset runs as model tensors: spectra, causal echem features, labels, latent targets."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lisentry.datasets.frame import CLASSES
+from lisentry.datasets.store import Dataset, RunView
+from lisentry.models.features import echem_features
+from lisentry.models.net import AUX_DEFAULT
+
+CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+
+
+@dataclass
+class RunTensors:
+    """One run ready for the model (numpy; ``collate`` makes padded torch batches).
+
+    ``y`` is -1 on unlabelled frames; ``aux`` is NaN where a latent target is undefined.
+    ``t_onset_s``/``t_short_s`` are the true event times (None when the run has none).
+    """
+
+    run_id: str
+    family: str
+    t_s: np.ndarray
+    spectra: np.ndarray
+    echem: np.ndarray
+    echem_mask: np.ndarray
+    y: np.ndarray
+    aux: np.ndarray
+    t_onset_s: float | None
+    t_short_s: float | None
+    has_short_precursors: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+
+def run_tensors(view: RunView, aux_names=AUX_DEFAULT) -> RunTensors:
+    fr = view.frames
+    e, m = echem_features(fr["t_s"], fr["potential_V"], fr["current_A"], fr["charge_C"])
+    y = np.array([CLASS_INDEX.get(lab, -1) if isinstance(lab, str) else -1 for lab in fr["label"]],
+                 dtype=np.int64)
+    aux = np.full((len(fr), len(aux_names)), np.nan, dtype=np.float32)
+    for j, name in enumerate(aux_names):
+        col = f"latent_{name}"
+        if col in fr.columns:
+            aux[:, j] = fr[col].to_numpy(dtype=np.float32)
+    info = view.info or {}
+    return RunTensors(view.run_id, view.family, fr["t_s"].to_numpy(float),
+                      np.asarray(view.spectra, dtype=np.float32), e, m, y, aux,
+                      _opt(info.get("t_onset_s")), _opt(info.get("t_short_s")),
+                      info.get("has_short_precursors"))
+
+
+def _opt(x):
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def load_runs(ds: Dataset, run_ids) -> list[RunTensors]:
+    return [run_tensors(ds.run(r)) for r in run_ids]
+
+
+def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float) -> RunTensors:
+    """Run-level augmentation: intensity scale, small reference shift, dropped potential log."""
+    spectra = rt.spectra
+    jitter = float(cfg.get("intensity_jitter", 0.0))
+    if jitter:
+        spectra = spectra * np.float32(np.exp(rng.normal(0, jitter)))
+    shift = float(cfg.get("shift_ppm", 0.0))
+    if shift:
+        k = int(round(rng.uniform(-shift, shift) / step_ppm))
+        if k:
+            spectra = np.roll(spectra, k, axis=1)
+            if k > 0:
+                spectra[:, :k] = np.nan
+            else:
+                spectra[:, k:] = np.nan
+    echem, mask = rt.echem, rt.echem_mask
+    if rng.random() < float(cfg.get("drop_echem", 0.0)):
+        echem, mask = np.zeros_like(echem), np.zeros_like(mask)
+    return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, rt.aux,
+                      rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
+
+
+def collate(batch: list[RunTensors], device="cpu") -> dict[str, torch.Tensor]:
+    """Pad runs to the longest (valid frames first) and stack into tensors."""
+    B, T = len(batch), max(len(r) for r in batch)
+    P, F, A = batch[0].spectra.shape[1], batch[0].echem.shape[1], batch[0].aux.shape[1]
+    spectra = np.full((B, T, P), np.nan, np.float32)
+    echem = np.zeros((B, T, F), np.float32)
+    emask = np.zeros((B, T, F), np.float32)
+    y = np.full((B, T), -1, np.int64)
+    aux = np.full((B, T, A), np.nan, np.float32)
+    lengths = np.zeros(B, np.int64)
+    for i, r in enumerate(batch):
+        n = len(r)
+        spectra[i, :n], echem[i, :n], emask[i, :n] = r.spectra, r.echem, r.echem_mask
+        y[i, :n], aux[i, :n], lengths[i] = r.y, r.aux, n
+    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    valid = torch.arange(T)[None, :] < torch.from_numpy(lengths)[:, None]
+    return {"spectra": to(spectra), "echem": to(echem), "echem_mask": to(emask), "y": to(y),
+            "aux": to(aux), "lengths": to(lengths), "valid": valid.to(device)}
+
+
+def class_weights(runs: list[RunTensors], mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = np.zeros(len(CLASSES))
+    for r in runs:
+        for c in r.y[r.y >= 0]:
+            counts[c] += 1
+    counts = np.maximum(counts, 1)
+    w = counts.sum() / (len(CLASSES) * counts)
+    if mode == "sqrt_balanced":
+        w = np.sqrt(w)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def run_info_json(info: str) -> dict:
+    return json.loads(info) if info else {}

@@ -1,0 +1,221 @@
+"""Training of the learned detector: whole runs as sequences, early stopping on the validation
+runs' smoothed macro-F1, temperature scaling and an OOD threshold fitted on validation runs,
+then a model bundle (safetensors + JSON card) and MLflow logging."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lisentry.datasets.frame import CLASSES
+from lisentry.datasets.store import Dataset
+from lisentry.detector.hysteresis import AlarmPolicy
+from lisentry.models.bundle import load_bundle, save_bundle
+from lisentry.models.calibration import (energy_score, expected_calibration_error, fit_temperature,
+                                         ood_threshold, softmax_t)
+from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
+from lisentry.models.registry import MODELS
+from lisentry.training.config import TrainConfig
+from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs)
+from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs
+from lisentry.training.tracking import Tracker
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path
+    metrics: dict
+    best_val_f1: float
+    epochs_run: int
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def build_model(cfg: TrainConfig, n_ppm: int):
+    mc = dict(cfg["model"])
+    name = mc.pop("name", "lisentry_net")
+    if name not in MODELS:
+        import difflib
+        hint = difflib.get_close_matches(name, list(MODELS), n=1)
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                       f"; known: {sorted(MODELS)}"))
+    return MODELS[name](n_ppm=n_ppm, n_echem=N_ECHEM, classes=CLASSES, **mc)
+
+
+def _loss(model, batch, weights, aux_weight):
+    from lisentry.models.net import aux_loss, classification_loss
+    out = model(batch["spectra"], batch["echem"], lengths=batch["lengths"],
+                echem_mask=batch["echem_mask"])
+    loss = classification_loss(out["logits"], batch["y"], batch["valid"], weights)
+    if aux_weight:
+        loss = loss + aux_weight * aux_loss(out["aux"], batch["aux"], model.aux_names, batch["valid"])
+    return loss
+
+
+def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progress: bool = True,
+          out_dir: str | Path | None = None, register: bool = True) -> TrainResult:
+    """Train a model from a resolved config; returns the bundle folder and its metrics.
+
+    ``trial`` (an Optuna trial) receives the validation macro-F1 each epoch and may prune.
+    """
+    t_start = time.monotonic()
+    tc = cfg["train"]
+    seed_everything(int(cfg["seed"]))
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    device = pick_device(tc["device"])
+    ds = Dataset(cfg["dataset"])
+    sp = cfg["split"]
+    split = ds.split(val_frac=sp["val_frac"], test_frac=sp["test_frac"], seed=sp.get("seed", 0),
+                     leave_out_families=sp.get("leave_out_families", []))
+    if not split["train"] or not split["val"]:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"{cfg['dataset']}: need training and validation runs; got "
+                          f"{len(split['train'])} train / {len(split['val'])} val")
+    train_runs = load_runs(ds, split["train"])
+    val_runs = load_runs(ds, split["val"])
+    step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
+
+    if cfg["init_from"]:
+        bundle = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid)
+        model = bundle.model
+    else:
+        model = build_model(cfg, len(ds.ppm_grid))
+    model.to(device)
+    weights = class_weights(train_runs, tc["class_weight"])
+    weights = weights.to(device) if weights is not None else None
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc["epochs"])
+    policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
+                         min_consecutive=cfg["detector"]["min_consecutive"])
+    rng = np.random.default_rng(int(cfg["seed"]))
+    out_dir = Path(out_dir or cfg["out"])
+    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
+
+    best, best_state, bad, epoch = -1.0, None, 0, 0
+    tracker = tracker or Tracker(enabled=False)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=tc["epochs"], desc="epochs", file=sys.stderr, leave=False)
+    for epoch in range(1, tc["epochs"] + 1):
+        model.train()
+        order = rng.permutation(len(train_runs))
+        losses = []
+        for i in range(0, len(order), tc["batch_runs"]):
+            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm)
+                     for k in order[i:i + tc["batch_runs"]]]
+            batch = collate(chunk, device)
+            loss = _loss(model, batch, weights, tc["aux_weight"])
+            opt.zero_grad()
+            loss.backward()
+            if tc.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+            opt.step()
+            losses.append(float(loss))
+        sched.step()
+        preds = predict_runs(model, val_runs, policy=policy, device=device)
+        val = evaluate_predictions(val_runs, preds, cfg["detector"]["horizon_s"])["overall"]
+        f1 = val["macro_f1_mean"] or 0.0
+        tracker.log_metrics({"train_loss": float(np.mean(losses)), "val_macro_f1": f1,
+                             "val_accuracy": val["accuracy"] or 0.0}, step=epoch)
+        if bar:
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_f1=f"{f1:.3f}")
+            bar.update(1)
+        if f1 > best + 1e-4:
+            best, best_state, bad = f1, copy.deepcopy(model.state_dict()), 0
+            _save_checkpoint(model, ckpt_dir, epoch, f1)
+        else:
+            bad += 1
+        if trial is not None:
+            trial.report(f1, epoch)
+            if trial.should_prune():
+                if bar:
+                    bar.close()
+                import optuna
+                raise optuna.TrialPruned()
+        if bad >= tc["patience"]:
+            break
+        if (time.monotonic() - t_start) / 60 > tc["max_minutes"]:
+            print(f"stopping: time budget of {tc['max_minutes']} min reached", file=sys.stderr)
+            break
+    if bar:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+
+    # Calibration and OOD threshold on whole held-out (validation) runs.
+    preds = predict_runs(model, val_runs, policy=policy, device=device)
+    z = np.concatenate([p.logits for p in preds])
+    y = np.concatenate([r.y for r in val_runs])
+    temperature = float(fit_temperature(z, y))
+    p_cal = softmax_t(z, temperature)
+    keep = y >= 0
+    ece = float(expected_calibration_error(p_cal[keep], y[keep])) if keep.any() else None
+    ood_thr = float(ood_threshold(energy_score(z, temperature)))
+
+    metrics = {"val_macro_f1": best, "temperature": temperature, "val_ece": ece,
+               "epochs_run": epoch, "train_minutes": (time.monotonic() - t_start) / 60}
+    eval_sets = {"test": split["test"], "leave_out": split["leave_out"]}
+    for name, ids in eval_sets.items():
+        if not ids:
+            continue
+        runs = load_runs(ds, ids)
+        res = evaluate_predictions(runs, predict_runs(model, runs, temperature=temperature,
+                                                      policy=policy, device=device),
+                                   cfg["detector"]["horizon_s"])
+        metrics[name] = {"overall": res["overall"], "by_family": res["by_family"]}
+        print(f"\n{name} runs:\n" + format_table(res), file=sys.stderr)
+
+    card = {
+        "processing": ds.manifest.get("processing"),
+        "ppm_grid": {"min": float(ds.ppm_grid[0]), "max": float(ds.ppm_grid[-1]), "step": step_ppm},
+        "nucleus": "7Li",
+        "temperature": temperature,
+        "ood_threshold": ood_thr,
+        "detector": dict(cfg["detector"]),
+        "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION},
+        "normalisation": ds.manifest.get("normalisation"),
+        "training_config": cfg.to_dict(),
+        "training_data_hash": ds.manifest.get("content_hash"),
+        "training_split": {k: sorted(v) for k, v in split.items()},
+        "metrics": metrics,
+    }
+    bundle_dir = save_bundle(out_dir, model.cpu(), card)
+    tracker.log_params({"config": cfg.to_dict()})
+    tracker.log_metrics({"final": {"val_macro_f1": best, "temperature": temperature,
+                                   "val_ece": ece or 0.0}})
+    tracker.log_artifacts(bundle_dir, "bundle")
+    if register and cfg["mlflow"].get("register_as"):
+        v = tracker.register("bundle", cfg["mlflow"]["register_as"], cfg["mlflow"].get("alias"))
+        if v:
+            print(f"registered {cfg['mlflow']['register_as']} version {v}"
+                  f" (alias {cfg['mlflow'].get('alias')})", file=sys.stderr)
+    return TrainResult(Path(bundle_dir), metrics, best, epoch)
+
+
+def _save_checkpoint(model, ckpt_dir: Path, epoch: int, f1: float) -> None:
+    from safetensors.torch import save_file
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / ".weights.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, ckpt_dir / "weights.safetensors")
+    (ckpt_dir / "checkpoint.json").write_text(json.dumps({"epoch": epoch, "val_macro_f1": f1}))
