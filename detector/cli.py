@@ -10,7 +10,7 @@ import functools
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -136,6 +136,98 @@ def plot(nmr_dir: NmrDir,
         raise typer.Exit(1)
     plot_run(run, out, ppm_range=(ppm_min, ppm_max))
     _err(f"wrote {out} ({len(run)} frames, {len(run.skipped)} skipped)")
+
+
+@app.command()
+@friendly_errors
+def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of one run, or several run folders (RUN/nmr + RUN/echem).")] = None,
+          out: Annotated[Path, typer.Option("--out", help="Labels file (.csv or .parquet) for one run; a folder for several.")] = Path("labels.csv"),
+          echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
+          clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
+          sr_hz: SrHzOpt = None, processed: ProcessedOpt = False,
+          model: Annotated[Optional[str], typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS (default: the shipped model).")] = None,
+          manifest: Annotated[Optional[Path], typer.Option("--manifest", help="CSV with run_id, nmr_dir, echem_log, clock_offset_s.")] = None,
+          format_: Annotated[str, typer.Option("--format", help="Output format for several runs: csv or parquet.")] = "csv",
+          workers: Annotated[int, typer.Option("--workers", help="Parallel processes over runs.")] = 1,
+          plot: Annotated[bool, typer.Option("--plot", help="Also write <stem>.png: the operando figure with the label band.")] = False,
+          report: Annotated[bool, typer.Option("--report", help="Also write <stem>.html with the figure and the alarm timeline.")] = False,
+          halt_on_error: Annotated[bool, typer.Option("--halt-on-error", help="Stop at the first failed run.")] = False,
+          dask_scheduler: Annotated[Optional[str], typer.Option("--dask-scheduler", help="Address of an existing Dask scheduler: one task per run.")] = None):
+    """Label every frame of one run or of an archive of runs."""
+    from lisentry.detector.label import (RunJob, find_run_inputs, label_many, load_model,
+                                         read_manifest, default_bundle_path)
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    command_line = " ".join(sys.argv)
+    runs = list(runs or [])
+    if manifest is None and not runs:
+        _err("error: give NMR_DIR, run folders, or --manifest runs.csv")
+        raise typer.Exit(2)
+    suffix = "." + format_.lower().lstrip(".")
+    if suffix not in (".csv", ".parquet"):
+        _err(f"error: --format must be csv or parquet, got {format_!r}")
+        raise typer.Exit(2)
+    single = manifest is None and len(runs) == 1
+    if single:
+        if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            _err(f"error: {out}: --out must end in .csv or .parquet for one run")
+            raise typer.Exit(2)
+        nmr_dir = runs[0]
+        if echem is None and (nmr_dir / "nmr").is_dir():
+            nmr_dir, found = find_run_inputs(nmr_dir)
+            opts.echem = found
+        from lisentry.datasets.loading import _run_id
+        jobs = [RunJob(_run_id(Path(nmr_dir)), Path(nmr_dir), out, opts)]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        jobs = read_manifest(manifest, out, suffix, opts) if manifest else []
+        for r in runs:
+            nmr_dir, found = find_run_inputs(r)
+            from dataclasses import replace
+            jobs.append(RunJob(Path(r).name, nmr_dir, out / f"{Path(r).name}{suffix}",
+                               replace(opts, echem=found)))
+    model_path = str(model or default_bundle_path())
+    load_model(model_path)  # fail early, with one line, on a bad bundle
+    outcomes = label_many(jobs, model_path, workers=workers, plot=plot, report=report,
+                          command_line=command_line, halt_on_error=halt_on_error,
+                          dask_scheduler=dask_scheduler, progress=not single)
+    ok = [o for o in outcomes if o.ok]
+    for o in outcomes:
+        if o.ok:
+            alarms = ", ".join(f"{a['label']} from frame {a['start_frame']} ({a['start']})"
+                               for a in o.alarms) or "no alarm"
+            _err(f"{o.run_id}: {o.n_frames} frames labelled, {o.n_skipped} skipped -> {o.out}; {alarms}")
+        else:
+            _err(f"{o.run_id}: FAILED: {o.error}")
+    if not single:
+        _err(f"{len(ok)} of {len(outcomes)} runs labelled")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def watch(nmr_dir: NmrDir,
+          events: Annotated[Path, typer.Option("--events", help="Append-only JSON-lines events file.")],
+          echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
+          clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
+          sr_hz: SrHzOpt = None,
+          model: Annotated[Optional[str], typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS (default: the shipped model).")] = None,
+          state: Annotated[Optional[Path], typer.Option("--state", help="State file for restarts (default: <events>.state.json).")] = None,
+          on_alarm: Annotated[Optional[str], typer.Option("--on-alarm", help="Command run on entering plating_onset or imminent_short (event JSON in $LISENTRY_EVENT and on stdin).")] = None,
+          post: Annotated[Optional[str], typer.Option("--post", help="URL that receives the alarm event as an HTTP POST (JSON).")] = None,
+          poll_s: Annotated[float, typer.Option("--poll-s", help="Polling interval, s.")] = 1.0,
+          until_idle: Annotated[Optional[float], typer.Option("--until-idle", help="Exit after this many seconds without a new frame.")] = None):
+    """Follow a live run: one JSON line per completed frame, alarms, restart-safe."""
+    from lisentry.detector.actions import AlarmAction
+    from lisentry.detector.label import load_model
+    from lisentry.detector.watch import WatchConfig, Watcher
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, False)
+    bundle = load_model(model)
+    action = AlarmAction(command=on_alarm, post_url=post) if (on_alarm or post) else None
+    w = Watcher(nmr_dir, opts, bundle, events, state, action,
+                WatchConfig(poll_s=poll_s, until_idle_s=until_idle))
+    n = w.run()
+    _err(f"watch stopped: {n} frames handled this session; events in {events}")
 
 
 def _register_subcommands() -> None:

@@ -1,0 +1,252 @@
+"""Archive labelling: one run (``NMR_DIR --echem LOG``) or many (run folders / a manifest CSV),
+through the same pipeline and :class:`OnlineDetector` as ``watch``.
+
+Per run the outputs are ``<out>`` (CSV or Parquet by extension, written atomically),
+``<stem>.skipped.csv`` (frames that could not be read) and ``<stem>.json`` (provenance), plus
+``<stem>.png`` with ``--plot`` and ``<stem>.html`` with ``--report``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+
+from lisentry.datasets.errors import InputError, LisentryError
+from lisentry.datasets.loading import LoadOptions, load_run, pipeline_for
+from lisentry.datasets.pipeline import ProcessingConfig
+from lisentry.detector.online import OnlineDetector
+from lisentry.detector.outputs import (output_stem, write_labels_atomic, write_provenance,
+                                       write_skipped)
+
+ECHEM_SUFFIXES = (".mpt", ".mpr", ".csv", ".txt")
+
+
+def default_bundle_path() -> Path:
+    """The shipped default model (``lisentry.models/default``)."""
+    import lisentry.models as m
+    return Path(list(m.__path__)[0]) / "default"
+
+
+def load_model(model: str | Path | None):
+    from lisentry.models.bundle import load_bundle
+    return load_bundle(model or default_bundle_path())
+
+
+def find_run_inputs(run_dir: Path) -> tuple[Path, Path | None]:
+    """NMR folder and the single potentiostat log of a run folder (``RUN/nmr`` + ``RUN/echem``).
+
+    Raises InputError when several candidate logs make the choice ambiguous.
+    """
+    run_dir = Path(run_dir)
+    nmr = run_dir / "nmr" if (run_dir / "nmr").is_dir() else run_dir
+    places = [run_dir / "echem", run_dir]
+    cands = []
+    for p in places:
+        if p.is_dir():
+            cands += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in ECHEM_SUFFIXES
+                            and not q.name.startswith(".") and not q.name.endswith(".skipped.csv"))
+    if len(cands) > 1:
+        mpt = [c for c in cands if c.suffix.lower() == ".mpt"]
+        if len(mpt) == 1:
+            return nmr, mpt[0]
+        raise InputError(run_dir, f"{len(cands)} potentiostat logs found ({', '.join(c.name for c in cands[:4])}"
+                                  f"{', ...' if len(cands) > 4 else ''}); pass --echem or use a manifest")
+    return nmr, (cands[0] if cands else None)
+
+
+@dataclass
+class RunJob:
+    run_id: str
+    nmr_dir: Path
+    out: Path
+    opts: LoadOptions = field(default_factory=LoadOptions)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    ok: bool
+    n_frames: int = 0
+    n_skipped: int = 0
+    out: Path | None = None
+    error: str | None = None
+    alarms: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
+              command_line: str = "", progress: bool = False) -> RunOutcome:
+    """Label one run and write its outputs. Raises LisentryError when nothing usable is left."""
+    t0 = time.perf_counter()
+    config = ProcessingConfig.from_dict(bundle.processing) if bundle.processing else None
+    pipeline = pipeline_for(job.opts, config)
+    run = load_run(job.nmr_dir, job.opts, pipeline=pipeline, run_id=job.run_id)
+    if not len(run):
+        raise InputError(job.nmr_dir, f"no readable frame ({len(run.skipped)} skipped)")
+    det = OnlineDetector(bundle)
+    rows = det.label_frames(run.frames)
+    write_labels_atomic(job.out, rows)
+    write_skipped(job.out, [(e, p, r) for e, p, r in run.skipped])
+    write_provenance(job.out, {
+        "model": {"path": str(bundle.path), "sha256": bundle.sha256, "card": bundle.card},
+        "pipeline": pipeline.to_dict(), "horizon_s": (bundle.card.get("detector") or {}).get("horizon_s", 3600.0),
+        "package_version": _version(), "command_line": command_line,
+        "inputs": {"nmr_dir": str(job.nmr_dir), "echem": str(job.opts.echem) if job.opts.echem else None,
+                   "echem_start": job.opts.echem_start, "echem_tz": job.opts.echem_tz,
+                   "clock_offset_s": job.opts.clock_offset_s},
+        "run": {"run_id": run.run_id, "n_frames": len(run), "n_skipped": len(run.skipped),
+                "t0": run.meta.get("t0")},
+        "alarm_episodes": _episodes(rows),
+    })
+    labels = [r["label"] for r in rows]
+    stem = output_stem(job.out)
+    if plot or report:
+        from lisentry.detector.plots import plot_run
+        plot_run(run, Path(f"{stem}.png"), labels=labels, title=f"{run.run_id}: predicted labels")
+    if report:
+        from lisentry.detector.report import write_report
+        write_report(Path(f"{stem}.html"), run, rows, Path(f"{stem}.png"), bundle)
+    return RunOutcome(run.run_id, True, len(rows), len(run.skipped), job.out,
+                      alarms=_episodes(rows), seconds=time.perf_counter() - t0)
+
+
+def _episodes(rows) -> list[dict]:
+    """Alarm episodes of the smoothed labels: class, first frame, first timestamp, frames."""
+    out, cur = [], None
+    for r in rows:
+        lab = r["label"] if r["label"] in ("plating_onset", "imminent_short") else None
+        if lab != (cur["label"] if cur else None):
+            if cur:
+                out.append(cur)
+            cur = ({"label": lab, "start_frame": r["frame"], "start": r["timestamp"],
+                    "start_t_s": r["t_s"], "n_frames": 0} if lab else None)
+        if cur:
+            cur["n_frames"] += 1
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _version() -> str:
+    try:
+        return version("lisentry")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def read_manifest(path: Path, out_dir: Path, suffix: str, base_opts: LoadOptions) -> list[RunJob]:
+    """Jobs from a manifest CSV with columns run_id, nmr_dir, echem_log, clock_offset_s
+    (relative paths are taken relative to the manifest's folder)."""
+    try:
+        df = pd.read_csv(path, dtype=str).fillna("")
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(path, f"cannot read manifest CSV: {exc}") from None
+    missing = {"run_id", "nmr_dir"} - set(df.columns)
+    if missing:
+        raise InputError(path, f"manifest lacks column(s) {sorted(missing)}; expected run_id, nmr_dir, "
+                               "echem_log, clock_offset_s")
+    jobs = []
+    for _, row in df.iterrows():
+        nmr = _rel(path, row["nmr_dir"])
+        echem = _rel(path, row.get("echem_log", "")) if row.get("echem_log", "") else None
+        off = float(row["clock_offset_s"]) if row.get("clock_offset_s", "") else base_opts.clock_offset_s
+        opts = replace(base_opts, echem=echem, clock_offset_s=off,
+                       echem_start=row.get("echem_start") or base_opts.echem_start)
+        jobs.append(RunJob(row["run_id"], nmr, out_dir / f"{row['run_id']}{suffix}", opts))
+    return jobs
+
+
+def _rel(manifest: Path, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else (manifest.parent / q)
+
+
+# ---- parallel over runs (spawn-safe: no fork-only code; the model loads once per worker) ----
+_WORKER_BUNDLE = None
+
+
+def _init_worker(model_path: str, threads: int) -> None:
+    global _WORKER_BUNDLE
+    import torch
+    torch.set_num_threads(threads)
+    _WORKER_BUNDLE = load_model(model_path)
+
+
+def _work(job: RunJob, plot: bool, report: bool, command_line: str) -> RunOutcome:
+    try:
+        return label_one(job, _WORKER_BUNDLE, plot=plot, report=report, command_line=command_line)
+    except LisentryError as exc:
+        return RunOutcome(job.run_id, False, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one failed run never stops the archive
+        return RunOutcome(job.run_id, False, error=f"{job.nmr_dir}: unexpected {type(exc).__name__}: {exc}")
+
+
+def label_many(jobs: list[RunJob], model_path: str, *, workers: int = 1, plot=False, report=False,
+               command_line: str = "", halt_on_error: bool = False, dask_scheduler: str | None = None,
+               progress: bool = True) -> list[RunOutcome]:
+    """Label several runs, in parallel over runs; failed runs are reported and the others go on."""
+    from tqdm import tqdm
+    outcomes: list[RunOutcome] = []
+    bar = tqdm(total=len(jobs), desc="runs", file=sys.stderr, disable=not progress)
+    if dask_scheduler:
+        return _label_dask(jobs, model_path, dask_scheduler, plot, report, command_line, bar)
+    if workers <= 1:
+        _init_worker(model_path, 1 if len(jobs) > 1 else os.cpu_count() or 1)
+        for job in jobs:
+            oc = _work(job, plot, report, command_line)
+            outcomes.append(oc)
+            bar.update(1)
+            if not oc.ok:
+                print(f"failed: {oc.error}", file=sys.stderr)
+                if halt_on_error:
+                    break
+        bar.close()
+        return outcomes
+    import multiprocessing as mp
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(model_path, 1)) as pool:
+        futs = {pool.submit(_work, j, plot, report, command_line): j for j in jobs}
+        for fut in as_completed(futs):
+            oc = fut.result()
+            outcomes.append(oc)
+            bar.update(1)
+            if not oc.ok:
+                print(f"failed: {oc.error}", file=sys.stderr)
+                if halt_on_error:
+                    for f in futs:
+                        f.cancel()
+                    break
+    bar.close()
+    order = {j.run_id: i for i, j in enumerate(jobs)}
+    return sorted(outcomes, key=lambda o: order.get(o.run_id, 0))
+
+
+def _label_dask(jobs, model_path, address, plot, report, command_line, bar):
+    try:
+        from dask.distributed import Client, WorkerPlugin
+    except ImportError:
+        raise LisentryError("--dask-scheduler needs dask[distributed] (pip install 'dask[distributed]')") from None
+
+    class _LoadModel(WorkerPlugin):  # the model is loaded once per worker
+        def setup(self, worker):
+            _init_worker(model_path, 1)
+
+    client = Client(address)
+    client.register_plugin(_LoadModel(), name="lisentry-model")
+    futs = [client.submit(_work, j, plot, report, command_line, pure=False) for j in jobs]
+    outcomes = []
+    for fut in futs:
+        oc = fut.result()
+        outcomes.append(oc)
+        bar.update(1)
+        if not oc.ok:
+            print(f"failed: {oc.error}", file=sys.stderr)
+    bar.close()
+    client.close()
+    return outcomes

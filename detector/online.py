@@ -1,0 +1,192 @@
+"""The online detector: a stateful, causal, river-style estimator over processed frames.
+
+``update(frame)`` consumes one :class:`~lisentry.datasets.frame.Frame` (already processed by
+the bundle's pipeline); afterwards ``predict_proba_one()``, ``label``, ``alarm`` and
+``last_row`` describe that frame. Nothing in it can see the future: the model's GRU state, the
+run's first frame (for the frame-difference channel), the causal echem features and the
+hysteresis labeller are its whole state, which :meth:`state_dict` saves (JSON + tensors, never
+pickle). :meth:`label_frames` runs a whole run in one batch and gives exactly the streaming
+output (a test checks it).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from lisentry.datasets.errors import InputError
+from lisentry.datasets.frame import CLASSES, Frame
+from lisentry.detector.hysteresis import AlarmPolicy, HysteresisLabeller, smooth_labels
+from lisentry.models.bundle import Bundle
+from lisentry.models.calibration import energy_score, softmax_t
+from lisentry.models.features import EchemFeatureState, echem_features
+
+#: Below this estimated cluster amount (fraction of the initial 7Li signal) no cluster shift is
+#: reported (NaN), since a shift of an undetectable peak means nothing.
+CLUSTER_SHIFT_MIN_AMOUNT = 0.005
+
+
+def policy_from_card(card: Mapping) -> AlarmPolicy:
+    det = card.get("detector") or {}
+    return AlarmPolicy(enter=det.get("enter", 0.6), exit=det.get("exit", 0.4),
+                       min_consecutive=det.get("min_consecutive", 2))
+
+
+class OnlineDetector:
+    """Causal frame-by-frame detector wrapping a model bundle.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        Loaded model bundle (weights, card with temperature, OOD threshold, grid).
+    policy : AlarmPolicy, optional
+        Hysteresis thresholds; default: the card's ``detector`` section.
+
+    Examples
+    --------
+    >>> det = OnlineDetector(load_bundle(DEFAULT_BUNDLE))      # doctest: +SKIP
+    >>> for frame in run: det.update(frame); print(det.label)  # doctest: +SKIP
+    """
+
+    def __init__(self, bundle: Bundle, policy: AlarmPolicy | None = None):
+        self.bundle = bundle
+        self.model = bundle.model.eval()
+        self.temperature = float(bundle.temperature)
+        self.ood_threshold = bundle.ood_threshold
+        self.policy = policy or policy_from_card(bundle.card)
+        self.grid = bundle.ppm_grid
+        self.reset()
+
+    # ---------------------------------------------------------------- river API
+    def reset(self) -> "OnlineDetector":
+        self._state = self.model.init_state(1)
+        self._echem = EchemFeatureState()
+        self._hyst = HysteresisLabeller(self.policy)
+        self._proba: dict[str, float] | None = None
+        self.last_row: dict | None = None
+        self.n_seen = 0
+        return self
+
+    def clone(self) -> "OnlineDetector":
+        """A fresh detector with the same bundle and policy (no state)."""
+        return OnlineDetector(self.bundle, self.policy)
+
+    def _check(self, frame: Frame) -> None:
+        if frame.intensity.shape != self.grid.shape:
+            raise InputError(frame.source, f"spectrum has {frame.intensity.shape[0]} grid points; "
+                                           f"the model takes {self.grid.shape[0]}")
+        if frame.nucleus != self.bundle.nucleus:
+            raise InputError(frame.source, f"nucleus {frame.nucleus} but the model is for "
+                                           f"{self.bundle.nucleus}")
+
+    @torch.no_grad()
+    def update(self, frame: Frame) -> None:
+        """Consume the next frame of the run (in acquisition order)."""
+        self._check(frame)
+        feats, mask = self._echem.update(frame.t_s, frame.potential_V, frame.current_A,
+                                         frame.charge_C)
+        out, self._state = self.model.step(torch.from_numpy(frame.intensity[None].astype(np.float32)),
+                                           torch.from_numpy(feats[None]), self._state,
+                                           echem_mask=torch.from_numpy(mask[None]))
+        logits = out["logits"][0].double().numpy()
+        aux = out["aux"][0].double().numpy()
+        proba = softmax_t(logits, self.temperature)
+        self._proba = dict(zip(CLASSES, map(float, proba)))
+        label = self._hyst.update(self._proba)
+        self.last_row = self._row(frame, proba, label, float(energy_score(logits, self.temperature)),
+                                  aux)
+        self.n_seen += 1
+
+    def predict_proba_one(self) -> dict[str, float]:
+        """Calibrated class probabilities of the last frame."""
+        if self._proba is None:
+            raise RuntimeError("predict_proba_one() before any update()")
+        return dict(self._proba)
+
+    @property
+    def label(self) -> str | None:
+        """Hysteresis-smoothed label of the last frame."""
+        return self._hyst.label
+
+    @property
+    def alarm(self) -> str | None:
+        """Current alarm class (``plating_onset``/``imminent_short``) or None."""
+        return self._hyst.alarm
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-safe state plus named arrays (write the arrays with safetensors)."""
+        js = {"n_seen": self.n_seen, "echem": self._echem.to_dict(),
+              "hysteresis": self._hyst.state_dict(), "proba": self._proba,
+              "last_row": self.last_row, "bundle_sha256": self.bundle.sha256}
+        tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in self._state.items()}
+        return js, tensors
+
+    def load_state_dict(self, js: Mapping, tensors: Mapping[str, np.ndarray]) -> "OnlineDetector":
+        if js.get("bundle_sha256") not in (None, self.bundle.sha256):
+            raise ValueError("saved detector state belongs to another model bundle")
+        self.n_seen = int(js["n_seen"])
+        self._echem = EchemFeatureState.from_dict(js["echem"])
+        self._hyst = HysteresisLabeller(self.policy).load_state_dict(js["hysteresis"])
+        self._proba = js.get("proba")
+        self.last_row = js.get("last_row")
+        self._state = {k[len("model."):]: torch.from_numpy(np.array(v))
+                       for k, v in tensors.items() if k.startswith("model.")}
+        return self
+
+    # ---------------------------------------------------------------- rows
+    def _row(self, frame: Frame, proba, label, energy, aux) -> dict:
+        names = list(self.model.aux_names)
+        a = dict(zip(names, map(float, aux)))
+        cluster = max(a.get("cluster_amount", math.nan), 0.0)
+        shift = a.get("cluster_shift_ppm", math.nan) if cluster >= CLUSTER_SHIFT_MIN_AMOUNT else math.nan
+        reasons = [] if frame.status == "ok" else [frame.status]
+        if self.ood_threshold is not None and energy > self.ood_threshold:
+            reasons.append("ood")
+        return {
+            "frame": frame.expno, "timestamp": frame.timestamp, "t_s": frame.t_s, "label": label,
+            **{f"p_{c}": float(p) for c, p in zip(CLASSES, proba)},
+            "potential_V": frame.potential_V, "current_A": frame.current_A,
+            "ood_score": energy, "cluster_amount": cluster, "cluster_shift_ppm": shift,
+            "metal_amount": max(a.get("metal_amount", math.nan), 0.0),
+            "ce_amount": max(a.get("ce_amount", math.nan), 0.0),
+            "status": ";".join(reasons) or "ok",
+        }
+
+    # ---------------------------------------------------------------- batch
+    @torch.no_grad()
+    def label_frames(self, frames: Sequence[Frame]) -> list[dict]:
+        """Label a whole run in one batch (from a fresh state); equals frame-by-frame updates.
+
+        The detector is left in the state it would have after updating on every frame.
+        """
+        frames = list(frames)
+        self.reset()
+        if not frames:
+            return []
+        for f in frames:
+            self._check(f)
+        spectra = torch.from_numpy(np.stack([f.intensity for f in frames]).astype(np.float32))[None]
+        feats, mask = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
+                                     [f.current_A for f in frames], [f.charge_C for f in frames])
+        out = self.model(spectra, torch.from_numpy(feats)[None],
+                         echem_mask=torch.from_numpy(mask)[None], return_state=True)
+        logits = out["logits"][0].double().numpy()
+        aux = out["aux"][0].double().numpy()
+        proba = softmax_t(logits, self.temperature)
+        labels = smooth_labels(proba, self.policy)
+        energy = energy_score(logits, self.temperature)
+        rows = [self._row(f, proba[i], str(labels[i]), float(energy[i]), aux[i])
+                for i, f in enumerate(frames)]
+        # Leave the streaming state where update() would have left it.
+        self._state = out["state"]
+        for f in frames:
+            self._echem.update(f.t_s, f.potential_V, f.current_A, f.charge_C)
+        for p in proba:
+            self._hyst.update(dict(zip(CLASSES, map(float, p))))
+        self._proba = dict(zip(CLASSES, map(float, proba[-1])))
+        self.last_row = rows[-1]
+        self.n_seen = len(frames)
+        return rows
