@@ -88,7 +88,8 @@ def as_indices(labels: Iterable, classes: Sequence[str] = CLASSES) -> np.ndarray
 def _pair(y_true, y_pred, classes) -> tuple[np.ndarray, np.ndarray]:
     yt, yp = as_indices(y_true, classes), as_indices(y_pred, classes)
     if len(yt) != len(yp):
-        raise ValueError(f"y_true and y_pred must have the same length. Got {len(yt)} and {len(yp)}.")
+        raise ValueError("y_true and y_pred must have the same length. "
+                         f"Got {len(yt)} and {len(yp)}.")
     return yt, yp
 
 
@@ -285,7 +286,8 @@ def run_metrics(t_s, y_true, y_pred, t_onset: float | None = None, t_short: floa
     t = np.asarray(t_s, dtype=float).reshape(-1)
     yt, yp = _pair(y_true, y_pred, classes)
     if len(t) != len(yt):
-        raise ValueError(f"t_s and the labels must have the same length. Got {len(t)} and {len(yt)}.")
+        raise ValueError("t_s and the labels must have the same length. "
+                         f"Got {len(t)} and {len(yt)}.")
     cm = confusion_matrix(yt, yp, classes)
     f1 = _f1_from_cm(cm, classes)
     present = [v for v in f1.values() if v is not None]

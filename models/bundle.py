@@ -1,0 +1,459 @@
+"""Model bundles: a folder with ``weights.safetensors`` and ``card.json``. No pickle anywhere.
+
+``card.json`` holds everything needed to use the weights safely on new data::
+
+    format, format_version, name, classes, nucleus,
+    ppm_grid {min, max, step, n}            the grid the model was trained on (ppm)
+    processing {...}                        ProcessingConfig.to_dict() of the pipeline (opaque here)
+    inputs {normalisation, masking, frame_difference, echem_features, echem_features_version}
+    model {name, class, kwargs}             registry name (lisentry.models.registry.MODELS)
+    temperature, ood_threshold, horizon_s   calibration, energy-OOD threshold, short horizon (s)
+    detector {...}                          the online detector's settings (opaque here)
+    training_config, training_data_hash, training_split, metrics, description
+    package_version, created (UTC ISO 8601), weights_sha256
+
+:func:`load_bundle` checks the weights' SHA-256, the registry name, the echem feature set and,
+when asked, that the data's ppm grid, nucleus and processing config match the card; any
+mismatch raises :class:`BundleError` with one line naming ``<dir>/card.json``.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION
+from lisentry.models.registry import build_model, model_name
+
+FORMAT = "lisentry-bundle"
+FORMAT_VERSION = 1
+CARD = "card.json"
+WEIGHTS = "weights.safetensors"
+#: The project's default grid, ppm: used when ``card_extra`` gives none and n_ppm fits.
+DEFAULT_GRID = {"min": -100.0, "max": 400.0, "step": 0.5}
+
+#: Keys ``save_bundle`` accepts in ``card_extra``.
+CARD_EXTRA_KEYS = ("name", "description", "nucleus", "ppm_grid", "processing", "temperature",
+                   "ood_threshold", "horizon_s", "detector", "training_config",
+                   "training_data_hash", "training_split", "metrics", "normalisation",
+                   "echem_features")
+
+
+class BundleError(InputError):
+    """A model bundle is missing, corrupt, or does not fit the data it is used on."""
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle.
+
+    Attributes
+    ----------
+    path : Path
+        The bundle folder.
+    model : nn.Module
+        The model, in eval mode, on CPU.
+    card : dict
+        The parsed ``card.json``.
+    temperature : float
+        Calibration temperature (``p = softmax(logits / T)``).
+    ood_threshold : float | None
+        Energy-score threshold above which a frame is out of distribution.
+    sha256 : str
+        :func:`bundle_hash` of the folder.
+    """
+
+    path: Path
+    model: nn.Module
+    card: dict
+    temperature: float
+    ood_threshold: float | None
+    sha256: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.card["classes"])
+
+    @property
+    def nucleus(self) -> str:
+        return self.card["nucleus"]
+
+    @property
+    def processing(self) -> dict | None:
+        return self.card.get("processing")
+
+    @property
+    def ppm_grid(self) -> np.ndarray:
+        """The model's ppm axis (ascending), ppm."""
+        g = self.card["ppm_grid"]
+        return np.round(g["min"] + g["step"] * np.arange(g["n"]), 9)
+
+
+# ---------------------------------------------------------------------- helpers
+def _json_safe(x: Any) -> Any:
+    """Convert numpy/torch scalars, tuples, Paths to JSON types; NaN/inf become None."""
+    if isinstance(x, Mapping):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if torch.is_tensor(x):
+        return _json_safe(x.detach().cpu().tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer, int)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (str, type(None))):
+        return x
+    if isinstance(x, (Path, datetime)):
+        return str(x)
+    raise ConfigError(f"card value of type {type(x).__name__} is not JSON-serialisable: {x!r}")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("lisentry")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _grid_tuple(grid) -> tuple[float, float, float]:
+    """(min, max, step) of a grid given as a mapping, a (min, max, step) tuple/list, or the
+    ppm axis as a numpy array."""
+    if isinstance(grid, Mapping):
+        return float(grid["min"]), float(grid["max"]), float(grid["step"])
+    if isinstance(grid, (tuple, list)) and len(grid) == 3:
+        return float(grid[0]), float(grid[1]), float(grid[2])
+    a = np.asarray(grid, dtype=float).reshape(-1)
+    if len(a) < 2:
+        raise ValueError(f"a ppm grid needs at least 2 points. Got {a.tolist()}.")
+    return float(a.min()), float(a.max()), float(np.median(np.abs(np.diff(a))))
+
+
+def _fmt_grid(g: tuple[float, float, float]) -> str:
+    return f"{g[0]:g}..{g[1]:g}/{g[2]:g}"
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def _diffs(card: Any, data: Any, prefix: str = "") -> list[str]:
+    """Differences between two JSON-like values, as 'key (card X, data Y)' strings."""
+    if isinstance(card, Mapping) and isinstance(data, Mapping):
+        out = []
+        for k in sorted(set(card) | set(data), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in data:
+                out.append(f"{key} (card {card[k]!r}, data missing)")
+            elif k not in card:
+                out.append(f"{key} (card missing, data {data[k]!r})")
+            else:
+                out += _diffs(card[k], data[k], key)
+        return out
+    seqs = (list, tuple)
+    if isinstance(card, seqs) and isinstance(data, seqs) and len(card) == len(data):
+        out = []
+        for i, (a, b) in enumerate(zip(card, data)):
+            out += _diffs(a, b, f"{prefix}[{i}]")
+        return out
+    if (isinstance(card, (int, float)) and isinstance(data, (int, float))
+            and not isinstance(card, bool) and not isinstance(data, bool)):
+        if _close(float(card), float(data)):
+            return []
+        return [f"{prefix} (card {card!r}, data {data!r})"]
+    return [] if card == data else [f"{prefix} (card {card!r}, data {data!r})"]
+
+
+# ---------------------------------------------------------------------- save
+def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str, Any] | None = None
+                ) -> Path:
+    """Write ``model`` and its card into ``directory`` (created if needed).
+
+    Parameters
+    ----------
+    directory : str or Path
+        Bundle folder; existing ``card.json``/``weights.safetensors`` are replaced.
+    model : nn.Module
+        A model whose class is registered in :data:`~lisentry.models.registry.MODELS`
+        and has a JSON-safe ``config`` dict of constructor arguments.
+    card_extra : mapping, optional
+        Any of :data:`CARD_EXTRA_KEYS`. ``ppm_grid`` is ``{"min", "max", "step"}`` in ppm
+        (default -100..400/0.5 when the model has 1001 points); ``processing`` is the
+        pipeline's ``ProcessingConfig.to_dict()``; ``temperature`` defaults to 1.0;
+        ``nucleus`` to ``"7Li"``.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key (with a suggestion), an unregistered model, or a grid that does
+        not have the model's number of points.
+    """
+    extra = dict(card_extra or {})
+    for k in extra:
+        if k not in CARD_EXTRA_KEYS:
+            close = difflib.get_close_matches(k, CARD_EXTRA_KEYS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown card key '{k}'.{hint}")
+    name = model_name(model)
+    config = dict(getattr(model, "config", {}))
+    n_ppm = int(config.get("n_ppm", getattr(model, "n_ppm", 0)))
+    gmin, gmax, gstep = _grid_tuple(extra.pop("ppm_grid", DEFAULT_GRID))
+    n = int(round((gmax - gmin) / gstep)) + 1
+    if gstep <= 0 or not _close(gmin + (n - 1) * gstep, gmax) or n != n_ppm:
+        raise ConfigError(f"ppm grid {_fmt_grid((gmin, gmax, gstep))} has {n} points; the model "
+                          f"takes {n_ppm}")
+    ef = extra.pop("echem_features", None)  # optional cross-check; the card always records them
+    if ef is not None:
+        names = ef.get("names") if isinstance(ef, Mapping) else ef
+        version = ef.get("version", ECHEM_FEATURES_VERSION) if isinstance(ef, Mapping) \
+            else ECHEM_FEATURES_VERSION
+        if list(names) != list(ECHEM_FEATURES) or version != ECHEM_FEATURES_VERSION:
+            raise ConfigError(f"echem features {list(names)} v{version} are not this lisentry's "
+                              f"{list(ECHEM_FEATURES)} v{ECHEM_FEATURES_VERSION}")
+    temperature = float(extra.pop("temperature", 1.0))
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"The 'temperature' card value must be > 0. Got {temperature}.")
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp_w = d / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"format": "pt", "model": name})
+    os.replace(tmp_w, d / WEIGHTS)
+
+    card = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": extra.pop("name", d.name),
+        "description": extra.pop("description", ""),
+        "classes": list(config.get("classes", getattr(model, "classes", []))),
+        "nucleus": extra.pop("nucleus", "7Li"),
+        "ppm_grid": {"min": gmin, "max": gmax, "step": gstep, "n": n},
+        "processing": extra.pop("processing", None),
+        "inputs": {
+            "normalisation": extra.pop("normalisation", "per_run"),
+            "masking": "NaN grid points are zero-filled and flagged by a coverage-mask channel",
+            "frame_difference": "difference to the run's first frame",
+            "echem_features": list(ECHEM_FEATURES),
+            "echem_features_version": ECHEM_FEATURES_VERSION,
+        },
+        "model": {"name": name, "class": type(model).__name__, "kwargs": config},
+        "temperature": temperature,
+        "ood_threshold": extra.pop("ood_threshold", None),
+        "horizon_s": extra.pop("horizon_s", None),
+        "detector": extra.pop("detector", None),
+        "training_config": extra.pop("training_config", {}),
+        "training_data_hash": extra.pop("training_data_hash", None),
+        "training_split": extra.pop("training_split", None),
+        "metrics": extra.pop("metrics", {}),
+        "package_version": _package_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": _sha256_file(d / WEIGHTS),
+    }
+    text = json.dumps(_json_safe(card), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    tmp_c = d / (CARD + ".tmp")
+    tmp_c.write_text(text, encoding="utf-8")
+    os.replace(tmp_c, d / CARD)
+    return d
+
+
+# ---------------------------------------------------------------------- load
+def bundle_hash(directory: str | Path) -> str:
+    """SHA-256 identifying a bundle: over ``b"card.json\\0" + card bytes +
+    b"weights.safetensors\\0" + weight bytes`` (hex digest).
+
+    Raises
+    ------
+    BundleError
+        If either file is missing.
+    """
+    d = Path(directory)
+    h = hashlib.sha256()
+    for fname in (CARD, WEIGHTS):
+        p = d / fname
+        if not p.is_file():
+            raise BundleError(p, "missing (not a lisentry model bundle)")
+        h.update(fname.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _resolve_models_uri(uri: str) -> Path:
+    """Download an MLflow ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) bundle."""
+    try:
+        import mlflow  # noqa: PLC0415  (optional dependency)
+    except ImportError:
+        raise BundleError(uri, "resolving models:/ URIs needs mlflow "
+                               "(pip install 'lisentry[train]')") from None
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:  # noqa: BLE001 - mlflow raises many types
+        raise BundleError(uri, f"cannot download from the model registry: {exc}") from None
+    if (local / CARD).is_file():
+        return local
+    found = sorted(p.parent for p in local.rglob(CARD))
+    if len(found) != 1:
+        raise BundleError(uri, f"expected one {CARD} in the registered model, found {len(found)}")
+    return found[0]
+
+
+def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | None = None,
+                expect_processing: Mapping[str, Any] | None = None) -> Bundle:
+    """Load a bundle folder (or ``models:/NAME@ALIAS`` with mlflow) and check it fits the data.
+
+    Parameters
+    ----------
+    source : str or Path
+        Bundle folder, or an MLflow model-registry URI.
+    expect_grid : mapping, 3-tuple or np.ndarray, optional
+        The data's ppm grid as ``{"min", "max", "step"}``, a ``(min, max, step)`` tuple, or
+        the ppm axis itself as a numpy array.
+    expect_nucleus : str, optional
+        The data's nucleus, e.g. ``"7Li"``.
+    expect_processing : mapping, optional
+        The data pipeline's ``ProcessingConfig.to_dict()``; must equal the card's.
+
+    Returns
+    -------
+    Bundle
+
+    Raises
+    ------
+    BundleError
+        One line naming ``<dir>/card.json`` (or the weights file) and the problem, e.g.
+        ``<dir>/card.json: ppm grid -100..400/0.5 does not match the data's -50..300/1``.
+    """
+    s = str(source)
+    d = _resolve_models_uri(s) if s.startswith("models:/") else Path(source)
+    card_path, weights_path = d / CARD, d / WEIGHTS
+    if not card_path.is_file():
+        raise BundleError(card_path, "missing (not a lisentry model bundle)")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(card_path, f"not valid JSON ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise BundleError(card_path, f"not a lisentry bundle card (format is not '{FORMAT}')")
+    for key in ("format_version", "classes", "nucleus", "ppm_grid", "model", "weights_sha256"):
+        if key not in card:
+            raise BundleError(card_path, f"'{key}' missing")
+    if int(card["format_version"]) > FORMAT_VERSION:
+        raise BundleError(card_path, f"bundle format {card['format_version']} is newer than this "
+                                     f"lisentry reads ({FORMAT_VERSION}); upgrade lisentry")
+    inputs = card.get("inputs", {})
+    if (list(inputs.get("echem_features", [])) != list(ECHEM_FEATURES)
+            or inputs.get("echem_features_version") != ECHEM_FEATURES_VERSION):
+        raise BundleError(card_path, f"echem features {inputs.get('echem_features')} "
+                                     f"v{inputs.get('echem_features_version')} differ from this "
+                                     f"lisentry's v{ECHEM_FEATURES_VERSION}")
+
+    g = card["ppm_grid"]
+    card_grid = (float(g["min"]), float(g["max"]), float(g["step"]))
+    if expect_grid is not None:
+        data_grid = _grid_tuple(expect_grid)
+        if not all(_close(a, b) for a, b in zip(card_grid, data_grid)):
+            raise BundleError(card_path, f"ppm grid {_fmt_grid(card_grid)} does not match the "
+                                         f"data's {_fmt_grid(data_grid)}")
+    if expect_nucleus is not None and str(expect_nucleus) != str(card["nucleus"]):
+        raise BundleError(card_path, f"nucleus {card['nucleus']} does not match the data's "
+                                     f"{expect_nucleus}")
+    if expect_processing is not None:
+        diffs = _diffs(card.get("processing") or {}, _json_safe(dict(expect_processing)))
+        if diffs:
+            more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+            raise BundleError(card_path, "processing config differs from the data's: "
+                                         + "; ".join(diffs[:3]) + more)
+
+    if not weights_path.is_file():
+        raise BundleError(weights_path, "missing")
+    if _sha256_file(weights_path) != card["weights_sha256"]:
+        raise BundleError(weights_path,
+                          "SHA-256 does not match card.json (file changed or corrupt)")
+    spec = card["model"]
+    try:
+        model = build_model(spec["name"], spec.get("kwargs", {}))
+    except (ConfigError, TypeError) as exc:
+        raise BundleError(card_path, f"model {spec.get('name')!r}: {exc}") from None
+    if list(getattr(model, "classes", card["classes"])) != list(card["classes"]):
+        raise BundleError(card_path, "classes differ from the model's constructor arguments")
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+        model.load_state_dict(tensors, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(weights_path, f"cannot load weights: {first}") from None
+    model.eval()
+    thr = card.get("ood_threshold")
+    return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
+                  ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d))
+
+
+# ---------------------------------------------------------------------- ONNX
+class _StepModule(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, spectrum, echem, h, ref, ref_mask, n_seen):
+        out, st = self.model.step(spectrum, echem,
+                                  {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": n_seen})
+        return out["logits"], out["aux"], st["h"], st["ref"], st["ref_mask"], st["n_seen"]
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Export the streaming step (one frame, batch 1) to ONNX.
+
+    Inputs ``spectrum, echem, h, ref, ref_mask, n_seen``; outputs ``logits, aux`` and the
+    new state. Needs the optional ``onnxscript`` and ``onnx`` packages.
+
+    Raises
+    ------
+    ImportError
+        If ``onnxscript`` is not installed.
+    """
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ImportError("ONNX export needs onnxscript and onnx (pip install onnxscript onnx)")
+    model = model.eval()
+    st = model.init_state(1)
+    args = (torch.zeros(1, model.n_ppm), torch.zeros(1, model.n_echem),
+            st["h"], st["ref"], st["ref_mask"], st["n_seen"])
+    path = Path(path)
+    torch.onnx.export(_StepModule(model), args, str(path), dynamo=True,
+                      input_names=["spectrum", "echem", "h", "ref", "ref_mask", "n_seen"],
+                      output_names=["logits", "aux", "h_out", "ref_out", "ref_mask_out",
+                                    "n_seen_out"])
+    return path

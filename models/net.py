@@ -1,0 +1,369 @@
+"""LisentryNet: a 1D-CNN spectrum encoder + echem MLP + causal GRU over the frame sequence.
+
+Per frame ``t`` the spectrum encoder sees three channels on the ppm grid:
+
+1. the intensity (NaN replaced by 0, times ``input_scale``),
+2. the coverage mask (1 where the grid point is covered),
+3. the difference to the run's **first** frame (0 where either is not covered), which makes
+   growth of a metal or cluster line and loss of the counter-electrode signal explicit.
+
+The echem encoder sees the :mod:`~lisentry.models.features` values with their masks
+(a missing potential is a 0 value *and* a 0 mask, never a silent 0 V). Both embeddings
+are fused and fed to a unidirectional GRU, so the output at frame ``t`` depends on frames
+``0..t`` only. Heads give 4-class logits and auxiliary regressions (amounts relative to the
+run's initial total 7Li signal, dimensionless; ``cluster_shift_ppm`` in ppm), read from the
+GRU output concatenated with the frame embedding.
+
+:meth:`LisentryNet.forward` runs whole (padded) sequences; :meth:`LisentryNet.init_state` and
+:meth:`LisentryNet.step` run one frame at a time and give the same outputs. The streaming
+state is a ``dict[str, torch.Tensor]`` and can be written with ``safetensors.torch.save_file``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lisentry.datasets.errors import ConfigError
+from lisentry.datasets.frame import CLASSES
+from lisentry.models.features import N_ECHEM
+
+#: Default auxiliary regression targets.
+AUX_DEFAULT: tuple[str, ...] = ("cluster_amount", "cluster_shift_ppm", "metal_amount", "ce_amount")
+#: Output scale of each auxiliary target (raw head output x scale = physical units).
+AUX_SCALES: Mapping[str, float] = {"cluster_shift_ppm": 100.0}
+
+_KERNELS = (9, 7, 5, 5, 5, 5)
+
+
+def _check(name: str, ok: bool, cond: str, got) -> None:
+    if not ok:
+        raise ConfigError(f"The '{name}' parameter of LisentryNet must be {cond}. Got {got!r}.")
+
+
+class LisentryNet(nn.Module):
+    """1D-CNN + causal GRU frame classifier with auxiliary regression heads.
+
+    Parameters
+    ----------
+    n_ppm : int
+        Points of the ppm grid (1001 for -100..400 ppm at 0.5 ppm).
+    n_echem : int
+        Number of echem features (``len(ECHEM_FEATURES)``).
+    hidden : int
+        Width of the fused frame embedding and of the GRU state.
+    classes : sequence of str
+        Class names, in the order of the logits.
+    aux : sequence of str
+        Names of the auxiliary regression outputs.
+    channels : sequence of int
+        Output channels of the stride-2 convolutions (at most 6 layers).
+    pooled_bins : int
+        Bins of the adaptive average pool after the convolutions; keeps coarse ppm position.
+    echem_hidden : int
+        Width of the echem MLP.
+    num_layers : int
+        GRU layers.
+    dropout : float
+        Dropout on the fused embedding (training only).
+    input_scale : float
+        Factor applied to the (per-run normalised) intensities before the encoder.
+
+    Examples
+    --------
+    >>> net = LisentryNet(n_ppm=64, n_echem=6, hidden=16).eval()
+    >>> out = net(torch.zeros(2, 5, 64), torch.zeros(2, 5, 6))
+    >>> tuple(out["logits"].shape), tuple(out["aux"].shape)
+    ((2, 5, 4), (2, 5, 4))
+    """
+
+    def __init__(self, n_ppm: int = 1001, n_echem: int = N_ECHEM, hidden: int = 128,
+                 classes: Sequence[str] = CLASSES, aux: Sequence[str] = AUX_DEFAULT,
+                 channels: Sequence[int] = (16, 32, 48, 32), pooled_bins: int = 16,
+                 echem_hidden: int = 32, num_layers: int = 1, dropout: float = 0.1,
+                 input_scale: float = 1.0):
+        super().__init__()
+        _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
+        _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
+        _check("hidden", isinstance(hidden, int) and hidden > 0, "an int > 0", hidden)
+        _check("classes", len(classes) >= 2 and len(set(classes)) == len(classes),
+               "at least 2 distinct names", classes)
+        _check("aux", len(set(aux)) == len(aux), "distinct names", aux)
+        _check("channels", 1 <= len(channels) <= len(_KERNELS) and all(c > 0 for c in channels),
+               f"1 to {len(_KERNELS)} positive ints", channels)
+        _check("pooled_bins", pooled_bins > 0, "> 0", pooled_bins)
+        _check("echem_hidden", echem_hidden > 0, "> 0", echem_hidden)
+        _check("num_layers", num_layers >= 1, ">= 1", num_layers)
+        _check("dropout", 0.0 <= dropout < 1.0, "in [0, 1)", dropout)
+        _check("input_scale", math.isfinite(input_scale) and input_scale > 0, "> 0", input_scale)
+        #: Constructor arguments, JSON-safe (stored in the model card).
+        self.config = dict(n_ppm=n_ppm, n_echem=n_echem, hidden=hidden, classes=list(classes),
+                           aux=list(aux), channels=list(channels), pooled_bins=pooled_bins,
+                           echem_hidden=echem_hidden, num_layers=num_layers,
+                           dropout=float(dropout), input_scale=float(input_scale))
+        self.n_ppm, self.n_echem, self.hidden = n_ppm, n_echem, hidden
+        self.classes, self.aux_names = tuple(classes), tuple(aux)
+        self.num_layers, self.input_scale = num_layers, float(input_scale)
+
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c, k in zip(channels, _KERNELS):
+            layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.GELU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled_bins), nn.Flatten())
+        self.spec_proj = nn.Sequential(nn.Linear(c_in * pooled_bins, hidden), nn.GELU())
+        self.echem_mlp = nn.Sequential(nn.Linear(2 * n_echem, echem_hidden), nn.GELU(),
+                                       nn.Linear(echem_hidden, echem_hidden), nn.GELU())
+        self.fuse = nn.Sequential(nn.Linear(hidden + echem_hidden, hidden), nn.GELU(),
+                                  nn.Dropout(dropout))
+        self.gru = nn.GRU(hidden, hidden, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(2 * hidden, len(classes))
+        self.aux_head = nn.Linear(2 * hidden, len(aux))
+        self.register_buffer(
+            "aux_scale", torch.tensor([AUX_SCALES.get(a, 1.0) for a in aux], dtype=torch.float32),
+            persistent=False)
+
+    # ------------------------------------------------------------------ helpers
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Streaming state before the first frame of ``batch`` runs.
+
+        Returns
+        -------
+        dict
+            ``h`` (num_layers, batch, hidden) GRU state; ``ref`` and ``ref_mask``
+            (batch, n_ppm) the first frame (scaled, zero-filled) and its coverage;
+            ``n_seen`` (batch,) int64 frames seen so far.
+        """
+        dev = next(self.parameters()).device
+        return {"h": torch.zeros(self.num_layers, batch, self.hidden, device=dev),
+                "ref": torch.zeros(batch, self.n_ppm, device=dev),
+                "ref_mask": torch.zeros(batch, self.n_ppm, device=dev),
+                "n_seen": torch.zeros(batch, dtype=torch.int64, device=dev)}
+
+    def _as_input(self, x, last: int, name: str) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        x = torch.as_tensor(x, dtype=torch.float32, device=dev)
+        if x.shape[-1] != last:
+            raise ValueError(f"{name} must have {last} values in its last axis. "
+                             f"Got shape {tuple(x.shape)}.")
+        return x
+
+    def _embed(self, x: torch.Tensor, e: torch.Tensor, e_mask: torch.Tensor | None,
+               ref: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
+        """Frame embeddings. x (N, P), e (N, F), ref/ref_mask (N, P) -> (N, hidden)."""
+        m = torch.isfinite(x)
+        v = torch.where(m, x, torch.zeros((), device=x.device)) * self.input_scale
+        both = m & (ref_mask > 0.5)
+        diff = torch.where(both, v - ref, torch.zeros((), device=x.device))
+        s = self.spec_proj(self.conv(torch.stack([v, m.to(v.dtype), diff], dim=1)))
+        em = torch.isfinite(e)
+        if e_mask is not None:
+            em = em & (e_mask > 0.5)
+        ev = torch.where(em, e, torch.zeros((), device=e.device))
+        z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
+        return self.fuse(torch.cat([s, z], dim=-1))
+
+    def _heads(self, g: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        gz = torch.cat([g, z], dim=-1)
+        return {"logits": self.head(gz), "aux": self.aux_head(gz) * self.aux_scale}
+
+    # ------------------------------------------------------------------ batch
+    def forward(self, spectra, echem, lengths=None, mask=None, *, echem_mask=None,
+                state: dict[str, torch.Tensor] | None = None, return_state: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """Run whole sequences (left-aligned, padding at the end).
+
+        Parameters
+        ----------
+        spectra : Tensor
+            ``(B, T, n_ppm)`` intensities, NaN where not covered.
+        echem : Tensor
+            ``(B, T, n_echem)`` echem features, NaN or masked where missing.
+        lengths : Tensor, optional
+            ``(B,)`` valid frames per sequence (>= 1). Default: all ``T``.
+        mask : Tensor, optional
+            ``(B, T)`` bool, True on valid frames (a prefix of each row); alternative to
+            ``lengths``.
+        echem_mask : Tensor, optional
+            ``(B, T, n_echem)``, 1 = valid feature (non-finite features are masked anyway).
+        state : dict, optional
+            Streaming state to continue from (e.g. after :meth:`step`); default: a fresh run.
+        return_state : bool
+            Also return the state after each sequence's last valid frame under ``"state"``.
+
+        Returns
+        -------
+        dict
+            ``logits`` (B, T, n_classes) and ``aux`` (B, T, n_aux, physical units); both 0
+            at padded positions.
+        """
+        x = self._as_input(spectra, self.n_ppm, "spectra")
+        e = self._as_input(echem, self.n_echem, "echem")
+        if x.dim() != 3 or e.shape[:2] != x.shape[:2]:
+            raise ValueError(f"spectra (B, T, P) and echem (B, T, F) must agree. "
+                             f"Got {tuple(x.shape)} and {tuple(e.shape)}.")
+        B, T, P = x.shape
+        lengths = self._lengths(lengths, mask, B, T, x.device)
+        if state is None:
+            state = self.init_state(B)
+        em = None if echem_mask is None else torch.as_tensor(
+            echem_mask, dtype=torch.float32, device=x.device).reshape(B * T, -1)
+
+        have = (state["n_seen"] > 0)[:, None]
+        m0 = torch.isfinite(x[:, 0])
+        v0 = torch.where(m0, x[:, 0], torch.zeros((), device=x.device)) * self.input_scale
+        ref = torch.where(have, state["ref"], v0)
+        ref_mask = torch.where(have, state["ref_mask"], m0.to(v0.dtype))
+
+        z = self._embed(x.reshape(B * T, P), e.reshape(B * T, -1), em,
+                        ref[:, None].expand(B, T, P).reshape(B * T, P),
+                        ref_mask[:, None].expand(B, T, P).reshape(B * T, P)).reshape(B, T, -1)
+        full = bool((lengths == T).all())
+        if full:
+            g, h = self.gru(z, state["h"])
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(z, lengths.cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            g, h = self.gru(packed, state["h"])
+            g, _ = nn.utils.rnn.pad_packed_sequence(g, batch_first=True, total_length=T)
+        out = self._heads(g, z)
+        if not full:
+            valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[..., None]
+            out = {k: torch.where(valid, v, torch.zeros((), device=v.device))
+                   for k, v in out.items()}
+        if return_state:
+            out["state"] = {"h": h, "ref": ref, "ref_mask": ref_mask,
+                            "n_seen": state["n_seen"] + lengths}
+        return out
+
+    @staticmethod
+    def _lengths(lengths, mask, B: int, T: int, device) -> torch.Tensor:
+        if lengths is not None and mask is not None:
+            raise ValueError("Give lengths or mask, not both.")
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
+            lengths = mask.sum(dim=1)
+            prefix = torch.arange(T, device=device)[None, :] < lengths[:, None]
+            if mask.shape != (B, T) or not torch.equal(prefix, mask):
+                raise ValueError("mask must be (B, T) with the valid frames first in each row.")
+        if lengths is None:
+            return torch.full((B,), T, dtype=torch.int64, device=device)
+        lengths = torch.as_tensor(lengths, dtype=torch.int64, device=device).reshape(-1)
+        if lengths.shape[0] != B or bool((lengths < 1).any()) or bool((lengths > T).any()):
+            raise ValueError(f"lengths must be {B} values in 1..{T}. Got {lengths.tolist()}.")
+        return lengths
+
+    # ------------------------------------------------------------------ streaming
+    def step(self, spectrum, echem, state: dict[str, torch.Tensor], *, echem_mask=None
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Advance every run of the batch by one frame.
+
+        Parameters
+        ----------
+        spectrum : Tensor
+            ``(B, n_ppm)`` intensities, NaN where not covered.
+        echem : Tensor
+            ``(B, n_echem)`` echem features.
+        state : dict
+            From :meth:`init_state` or a previous call (not modified).
+        echem_mask : Tensor, optional
+            ``(B, n_echem)``.
+
+        Returns
+        -------
+        out : dict
+            ``logits`` (B, n_classes) and ``aux`` (B, n_aux).
+        state : dict
+            The new state.
+        """
+        x = self._as_input(spectrum, self.n_ppm, "spectrum").reshape(-1, self.n_ppm)
+        e = self._as_input(echem, self.n_echem, "echem").reshape(x.shape[0], -1)
+        em = None if echem_mask is None else torch.as_tensor(
+            echem_mask, dtype=torch.float32, device=x.device).reshape(x.shape[0], -1)
+        have = (state["n_seen"] > 0)[:, None]
+        m = torch.isfinite(x)
+        v = torch.where(m, x, torch.zeros((), device=x.device)) * self.input_scale
+        ref = torch.where(have, state["ref"], v)
+        ref_mask = torch.where(have, state["ref_mask"], m.to(v.dtype))
+        z = self._embed(x, e, em, ref, ref_mask)
+        g, h = self.gru(z[:, None, :], state["h"])
+        out = self._heads(g[:, 0], z)
+        return out, {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": state["n_seen"] + 1}
+
+
+# ---------------------------------------------------------------------- losses
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
+                        valid: torch.Tensor | None = None,
+                        class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over valid, labelled frames.
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(B, T, C)``.
+    labels : Tensor
+        ``(B, T)`` int64 class indices; ``-1`` = unlabelled (ignored).
+    valid : Tensor, optional
+        ``(B, T)`` bool, False on padding.
+    class_weight : Tensor, optional
+        ``(C,)`` weights.
+    """
+    labels = labels.to(torch.int64)
+    if valid is not None:
+        labels = torch.where(valid.to(torch.bool), labels, torch.full_like(labels, -1))
+    if not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           weight=class_weight, ignore_index=-1)
+
+
+def aux_loss(aux_pred: torch.Tensor, aux_target: torch.Tensor, aux_names: Sequence[str],
+             valid: torch.Tensor | None = None, present: Mapping[str, torch.Tensor] | None = None,
+             delta: float = 1.0) -> torch.Tensor:
+    """Mask-aware Huber loss of the auxiliary regressions, each target in its own scale.
+
+    A target entry counts only where it is finite (NaN = not defined: ``cluster_shift_ppm``
+    is NaN when no cluster is present), the frame is valid, and ``present[name]`` (if given)
+    is True. Differences are divided by :data:`AUX_SCALES` (100 ppm for the shift) so no
+    target dominates.
+
+    Parameters
+    ----------
+    aux_pred, aux_target : Tensor
+        ``(B, T, A)``, physical units.
+    aux_names : sequence of str
+        Names of the ``A`` columns.
+    valid : Tensor, optional
+        ``(B, T)`` bool.
+    present : mapping, optional
+        Name -> ``(B, T)`` bool, extra mask for that column (e.g. cluster present).
+    delta : float
+        Huber threshold in scaled units.
+
+    Returns
+    -------
+    Tensor
+        Scalar: mean over counted entries (0 with a gradient when none count).
+    """
+    ok = torch.isfinite(aux_target)
+    if valid is not None:
+        ok = ok & valid.to(torch.bool)[..., None]
+    if present:
+        for name, p in present.items():
+            j = list(aux_names).index(name)
+            ok[..., j] = ok[..., j] & p.to(torch.bool)
+    scale = torch.tensor([AUX_SCALES.get(a, 1.0) for a in aux_names],
+                         dtype=aux_pred.dtype, device=aux_pred.device)
+    tgt = torch.where(ok, aux_target, aux_pred.detach())
+    per = F.huber_loss(aux_pred / scale, tgt / scale, reduction="none", delta=delta)
+    n = ok.sum()
+    if int(n) == 0:
+        return aux_pred.sum() * 0.0
+    return (per * ok).sum() / n

@@ -1,0 +1,174 @@
+"""Tests of lisentry.models.bundle: safetensors + JSON card, hashes, refusing mismatches."""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.models.bundle import BundleError, bundle_hash, export_onnx, load_bundle, save_bundle
+from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
+from lisentry.models.net import LisentryNet
+
+GRID = {"min": 0.0, "max": 31.5, "step": 0.5}  # 64 points
+PROC = {"apodization_hz": 50.0, "zero_fill": 2, "phase": {"mode": "frozen", "p0": 12.5}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread contention on a shared CI machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(n_ppm: int = 64, seed: int = 0) -> LisentryNet:
+    torch.manual_seed(seed)
+    return LisentryNet(n_ppm=n_ppm, hidden=8, channels=(4, 4), pooled_bins=4,
+                       echem_hidden=4).eval()
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    net = tiny()
+    d = save_bundle(tmp_path / "m1", net, {
+        "ppm_grid": GRID, "processing": PROC, "temperature": 1.7, "ood_threshold": -2.5,
+        "horizon_s": 3600, "metrics": {"macro_f1": np.float64(0.9), "ece": float("nan")},
+        "training_data_hash": "abc123", "training_config": {"epochs": 3, "lr": 1e-3},
+        "detector": {"horizon_s": 3600.0}, "training_split": {"val": ["r2"], "train": ["r1"]},
+        "echem_features": {"names": list(ECHEM_FEATURES), "version": 1}})
+    return d, net
+
+
+def test_round_trip_gives_identical_outputs(bundle_dir):
+    d, net = bundle_dir
+    b = load_bundle(d, expect_grid=GRID, expect_nucleus="7Li", expect_processing=PROC)
+    x = torch.randn(1, 5, 64)
+    e = torch.randn(1, 5, N_ECHEM)
+    with torch.no_grad():
+        torch.testing.assert_close(b.model(x, e)["logits"], net(x, e)["logits"], atol=0, rtol=0)
+    assert not b.model.training
+    assert b.temperature == 1.7 and b.ood_threshold == -2.5
+    assert b.classes == ("normal_lithiation", "cluster_growth", "plating_onset", "imminent_short")
+    np.testing.assert_allclose(b.ppm_grid, np.arange(64) * 0.5)
+    card = b.card
+    assert card["model"] == {"name": "lisentry_net", "class": "LisentryNet", "kwargs": net.config}
+    assert card["processing"] == PROC and card["nucleus"] == "7Li"
+    assert card["metrics"] == {"macro_f1": 0.9, "ece": None}  # NaN is written as null
+    assert card["inputs"]["echem_features"] == list(ECHEM_FEATURES)
+    assert card["training_data_hash"] == "abc123" and card["horizon_s"] == 3600
+    assert card["detector"] == {"horizon_s": 3600.0} and card["training_split"]["val"] == ["r2"]
+    assert card["package_version"] and card["created"].endswith("+00:00")
+
+
+def test_weights_are_plain_safetensors_with_the_card_hash(bundle_dir):
+    d, net = bundle_dir
+    raw = (d / "weights.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]  # safetensors: u64 header length + JSON header
+    header = json.loads(raw[8:8 + n])
+    assert set(header) - {"__metadata__"} == set(net.state_dict())
+    card = json.loads((d / "card.json").read_text())
+    assert card["weights_sha256"] == hashlib.sha256(raw).hexdigest()
+    expect = hashlib.sha256(b"card.json\0" + (d / "card.json").read_bytes()
+                            + b"weights.safetensors\0" + raw).hexdigest()
+    assert bundle_hash(d) == expect == load_bundle(d).sha256
+    assert not list(d.glob("*.tmp"))
+
+
+def test_grid_mismatch_message(tmp_path):
+    d = save_bundle(tmp_path / "b", tiny(n_ppm=1001))  # default grid -100..400/0.5
+    with pytest.raises(BundleError) as ei:
+        load_bundle(d, expect_grid=(-50, 300, 1))
+    assert str(ei.value) == (f"{d}/card.json: ppm grid -100..400/0.5 does not match "
+                             "the data's -50..300/1")
+    assert isinstance(ei.value, InputError)
+    # the data's axis itself is accepted too
+    load_bundle(d, expect_grid=np.linspace(-100, 400, 1001))
+    with pytest.raises(BundleError, match="does not match the data's -100..399.5/0.5"):
+        load_bundle(d, expect_grid=np.linspace(-100, 399.5, 1000))
+
+
+def test_nucleus_and_processing_mismatch(bundle_dir):
+    d, _ = bundle_dir
+    with pytest.raises(BundleError, match=r"card.json: nucleus 7Li does not match the data's 23Na"):
+        load_bundle(d, expect_nucleus="23Na")
+    other = {**PROC, "zero_fill": 4, "phase": {"mode": "auto", "p0": 12.5}}
+    with pytest.raises(BundleError) as ei:
+        load_bundle(d, expect_processing=other)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(f"{d}/card.json: processing config differs")
+    assert "phase.mode (card 'frozen', data 'auto')" in msg and "zero_fill (card 2, data 4)" in msg
+    load_bundle(d, expect_processing={**PROC, "apodization_hz": 50.0 + 1e-12})  # float noise ok
+
+
+def test_corrupt_or_missing_files(bundle_dir, tmp_path):
+    d, _ = bundle_dir
+    w = d / "weights.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-1] ^= 0xFF
+    w.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="weights.safetensors: SHA-256 does not match"):
+        load_bundle(d)
+    with pytest.raises(BundleError, match="card.json: missing"):
+        load_bundle(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "card.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(tmp_path / "bad")
+
+
+def test_card_that_names_an_unknown_model(bundle_dir):
+    d, _ = bundle_dir
+    card = json.loads((d / "card.json").read_text())
+    card["model"]["name"] = "lisentry_nett"
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="Did you mean 'lisentry_net'"):
+        load_bundle(d)
+    card["model"]["name"] = "lisentry_net"
+    card["model"]["kwargs"]["hidden"] = 9  # weights no longer fit the architecture
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="weights.safetensors: cannot load weights"):
+        load_bundle(d)
+
+
+def test_save_validates_card_extra(tmp_path):
+    with pytest.raises(ConfigError, match="key 'temprature'. Did you mean 'temperature'"):
+        save_bundle(tmp_path / "x", tiny(), {"ppm_grid": GRID, "temprature": 2.0})
+    with pytest.raises(ConfigError, match="has 1001 points; the model takes 64"):
+        save_bundle(tmp_path / "x", tiny())  # default grid, 64-point model
+    with pytest.raises(ConfigError, match="echem features"):
+        save_bundle(tmp_path / "x", tiny(), {"ppm_grid": GRID, "echem_features": ["potential_V"]})
+    with pytest.raises(ConfigError, match="not in MODELS"):
+        save_bundle(tmp_path / "x", torch.nn.Linear(2, 2), {"ppm_grid": GRID})
+
+
+def test_models_uri_resolution(bundle_dir, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    d, _ = bundle_dir
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if mlflow were not installed
+    with pytest.raises(BundleError, match="needs mlflow"):
+        load_bundle("models:/lisentry@champion")
+    seen = []
+
+    def download_artifacts(artifact_uri):
+        seen.append(artifact_uri)
+        return str(d.parent)  # the registered artifact holds the bundle one level down
+
+    fake = types.SimpleNamespace(artifacts=types.SimpleNamespace(
+        download_artifacts=download_artifacts))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    b = load_bundle("models:/lisentry@champion", expect_grid=GRID)
+    assert seen == ["models:/lisentry@champion"] and b.path == d
+
+
+def test_onnx_export(tmp_path):
+    pytest.importorskip("onnxscript")
+    p = export_onnx(tiny(), tmp_path / "m.onnx")
+    assert p.stat().st_size > 0
