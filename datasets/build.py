@@ -1,0 +1,261 @@
+"""``lisentry datasets build``: simulate scenario families into a dataset folder, in parallel
+over runs, reproducibly from one YAML config; and ``add-measured`` for labelled real runs.
+
+Config (``configs/dataset-smoke.yaml``)::
+
+    name: smoke
+    seed: 0                 # base seed; run i of family f gets a seed derived from (seed, f, i)
+    horizon_s: 3600         # H of imminent_short
+    randomize: true         # domain randomization (false: the papers' defaults)
+    max_frames: null        # cap per run (tests)
+    processing: {}          # ProcessingConfig overrides (grid, line broadening, ...)
+    families:               # family -> number of runs (or {runs: N, split: test})
+      hc_sulfide_overlithiation: 2
+      hc_normal_cycling: 2
+    family_files: []        # extra user families (YAML files, relative to the config)
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.datasets.frame import CLASSES, Run
+from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+from lisentry.datasets.store import (FRAMES, MANIFEST, RUNS, SPECTRA, Dataset, DatasetWriter,
+                                     _write_json_atomic, frame_rows)
+
+_KEYS = {"name", "seed", "horizon_s", "randomize", "max_frames", "processing", "families",
+         "family_files", "description"}
+
+
+@dataclass
+class BuildConfig:
+    name: str
+    seed: int
+    horizon_s: float
+    randomize: bool
+    max_frames: int | None
+    processing: dict
+    families: dict            # name -> {"runs": n, "split": str|None}
+    family_files: list
+    raw: dict
+
+
+def load_build_config(path: str | Path) -> BuildConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: dataset config not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    for k in raw:
+        if k not in _KEYS:
+            hint = difflib.get_close_matches(str(k), sorted(_KEYS), n=1)
+            raise ConfigError(f"{p}: unknown key {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    from lisentry.datasets.sim.scenarios import FAMILIES, load_family_yaml
+    fam_files = [str((p.parent / f).resolve()) for f in raw.get("family_files", [])]
+    user = {load_family_yaml(f).name: f for f in fam_files}
+    fams = {}
+    for name, spec in (raw.get("families") or {}).items():
+        if name not in FAMILIES and name not in user:
+            hint = difflib.get_close_matches(name, list(FAMILIES) + list(user), n=1)
+            raise ConfigError(f"{p}: unknown family {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                                  f"; known: {sorted(FAMILIES)}"))
+        spec = {"runs": spec} if isinstance(spec, int) else dict(spec)
+        if not isinstance(spec.get("runs"), int) or spec["runs"] < 0:
+            raise ConfigError(f"{p}: families.{name}.runs must be an int >= 0. Got {spec.get('runs')!r}.")
+        fams[name] = {"runs": spec["runs"], "split": spec.get("split")}
+    if not fams:
+        raise ConfigError(f"{p}: no families to build")
+    ProcessingConfig.from_dict(raw.get("processing") or {})  # validates
+    return BuildConfig(raw.get("name", p.stem), int(raw.get("seed", 0)), float(raw.get("horizon_s", 3600.0)),
+                       bool(raw.get("randomize", True)), raw.get("max_frames"),
+                       dict(raw.get("processing") or {}), fams, fam_files, raw)
+
+
+def run_seed(base: int, family: str, i: int) -> int:
+    """Stable seed of run ``i`` of ``family`` (independent of the order families are listed)."""
+    h = hashlib.sha256(f"{base}/{family}/{i}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _family_obj(name: str, family_files: list):
+    from lisentry.datasets.sim.scenarios import FAMILIES, load_family_yaml
+    for f in family_files:
+        fam = load_family_yaml(f)
+        if fam.name == name:
+            return fam
+    return FAMILIES[name]
+
+
+def _simulate_one(args) -> tuple[Run, dict, float]:
+    name, seed, cfg_processing, horizon_s, randomize, max_frames, family_files = args
+    from lisentry.datasets.sim.run import simulate_run, to_run
+    t = time.perf_counter()
+    sim = simulate_run(_family_obj(name, family_files), seed, randomize=randomize,
+                       horizon_s=horizon_s, max_frames=max_frames, run_id=f"{name}-{seed:010d}")
+    run = to_run(sim, Pipeline(ProcessingConfig.from_dict(cfg_processing)))
+    return run, sim.info, time.perf_counter() - t
+
+
+def build_dataset(config_path: str | Path, out: str | Path, *, workers: int | None = None,
+                  overwrite: bool = False, progress: bool = True) -> Dataset:
+    """Build the dataset described by ``config_path`` into ``out``; returns it opened."""
+    from tqdm import tqdm
+    cfg = load_build_config(config_path)
+    pipe = Pipeline(ProcessingConfig.from_dict(cfg.processing))
+    jobs, splits = [], []
+    for name, spec in cfg.families.items():
+        for i in range(spec["runs"]):
+            jobs.append((name, run_seed(cfg.seed, name, i), cfg.processing, cfg.horizon_s,
+                         cfg.randomize, cfg.max_frames, cfg.family_files))
+            splits.append(spec["split"])
+    writer = DatasetWriter(out, ppm_grid=pipe.ppm_grid, processing=pipe.config.to_dict(),
+                           overwrite=overwrite,
+                           meta={"build_config": cfg.raw, "build_config_path": str(config_path),
+                                 "horizon_s": cfg.horizon_s,
+                                 "seeds": {f"{j[0]}/{i}": j[1] for i, j in enumerate(jobs)}})
+    workers = workers or max(1, (os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    n_frames = 0
+    bar = tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr, disable=not progress)
+    if workers == 1:
+        results = map(_simulate_one, jobs)
+        pool = None
+    else:
+        import multiprocessing as mp
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        results = pool.map(_simulate_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    try:
+        for (run, info, _), split in zip(results, splits):
+            writer.add_run(run, family=info["family"], split=split, info=info)
+            n_frames += len(run)
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{n_frames / (time.perf_counter() - t0):.0f}")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+    ds = writer.close()
+    dt = time.perf_counter() - t0
+    print(f"built {out}: {len(jobs)} runs, {n_frames} frames in {dt:.1f} s "
+          f"({n_frames / max(dt, 1e-9):.0f} frames/s, {workers} workers)", file=sys.stderr)
+    return ds
+
+
+# ---------------------------------------------------------------- measured runs
+def read_intervals(path: str | Path, t0: datetime) -> list[tuple[float, float, str]]:
+    """Label intervals ``start, end, label`` (ISO timestamps or t_s seconds) on the run clock."""
+    p = Path(path)
+    try:
+        df = pd.read_csv(p, dtype=str, comment="#").fillna("")
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(p, f"cannot read intervals CSV: {exc}") from None
+    cols = {c.strip().lower(): c for c in df.columns}
+    if not {"start", "end", "label"} <= set(cols):
+        raise InputError(p, f"needs columns start, end, label; got {list(df.columns)}")
+    out = []
+    for i, row in df.iterrows():
+        lab = row[cols["label"]].strip()
+        if lab not in CLASSES:
+            hint = difflib.get_close_matches(lab, CLASSES, n=1)
+            raise InputError(p, f"row {i + 2}: unknown label {lab!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        a, b = (_time_value(row[cols[k]].strip(), t0, p, i) for k in ("start", "end"))
+        if not b > a:
+            raise InputError(p, f"row {i + 2}: end must be after start")
+        out.append((a, b, lab))
+    return out
+
+
+def _time_value(text: str, t0: datetime, p: Path, i: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(p, f"row {i + 2}: {text!r} is neither seconds nor an ISO timestamp") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - t0).total_seconds()
+
+
+def add_measured(dataset_dir: str | Path, nmr_dir: str | Path, intervals: str | Path, opts,
+                 *, run_id: str | None = None, family: str = "measured", split: str = "test") -> Dataset:
+    """Append a real run with interval labels to an existing dataset (same processing config).
+
+    Frames whose acquisition midpoint lies in an interval get its label; the others stay
+    unlabelled (usable for evaluation of alarms or self-training only).
+    """
+    from lisentry.datasets.loading import load_run, pipeline_for
+    ds = Dataset(dataset_dir)
+    pipe = pipeline_for(opts, ProcessingConfig.from_dict(ds.manifest["processing"]))
+    if not np.allclose(pipe.ppm_grid, ds.ppm_grid):
+        raise ConfigError(f"{dataset_dir}: ppm grid of the dataset differs from the pipeline's")
+    run = load_run(nmr_dir, opts, pipeline=pipe, run_id=run_id)
+    if not len(run):
+        raise InputError(nmr_dir, "no readable frame")
+    if run.run_id in set(ds.run_ids):
+        raise ConfigError(f"{dataset_dir}: a run {run.run_id!r} is in the dataset already (use --run-id)")
+    t0 = run.frames[0].acq_start
+    ivs = read_intervals(intervals, t0)
+    frames = []
+    for f in run.frames:
+        lab = None
+        for a, b, l in ivs:
+            if a <= f.t_s < b:
+                lab = l
+        frames.append(f.replace(label=lab))
+    run = Run(run.run_id, frames, run.meta, run.skipped)
+    onset = next((f.t_s for f in frames if f.label in ("plating_onset", "imminent_short")), None)
+    short = next((a + 3600.0 for a, _, l in ivs if l == "imminent_short"), None)
+    info = {"family": family, "measured": True, "nmr_dir": str(nmr_dir), "intervals": str(intervals),
+            "t_onset_s": onset, "t_short_s": short, "has_short_precursors": None,
+            "n_labelled": sum(f.label is not None for f in frames), "skipped": len(run.skipped)}
+    _append_run(ds, run, family, split, info)
+    return Dataset(dataset_dir)
+
+
+def _append_run(ds: Dataset, run: Run, family: str, split: str, info: dict) -> None:
+    path = ds.path
+    n0 = int(ds.manifest["n_frames"])
+    spectra = np.ascontiguousarray(run.spectra(), dtype=np.float32)
+    with open(path / SPECTRA, "r+b") as fh:  # truncate any bytes past the manifest's count
+        fh.truncate(n0 * spectra.shape[1] * 4)
+        fh.seek(0, 2)
+        fh.write(spectra.tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    frames = pd.concat([ds.frames, pd.DataFrame(frame_rows(run))], ignore_index=True)
+    runs = pd.concat([ds.runs, pd.DataFrame([{
+        "run_id": run.run_id, "family": family, "split": split, "n_frames": len(run), "offset": n0,
+        "info": json.dumps(info, default=str), "skipped": json.dumps(run.skipped)}])], ignore_index=True)
+    for df, name in ((frames, FRAMES), (runs, RUNS)):
+        tmp = path / f".{name}.tmp"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path / name)
+    m = dict(ds.manifest)
+    m["n_frames"] = n0 + len(run)
+    m["n_runs"] = len(runs)
+    h = hashlib.sha256(m["content_hash"].encode())
+    h.update(spectra.tobytes())
+    m["content_hash"] = h.hexdigest()
+    m.setdefault("measured_runs", []).append({"run_id": run.run_id, **info})
+    _write_json_atomic(path / MANIFEST, m)
