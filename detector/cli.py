@@ -233,6 +233,9 @@ def watch(nmr_dir: NmrDir,
 def _register_subcommands() -> None:
     from lisentry.training.cli import register as register_training
     register_training(app, friendly_errors)
+    from lisentry.datasets.cli import register as register_datasets
+    register_datasets(app, friendly_errors, load_options,
+                      (EchemOpt, EchemStartOpt, EchemTzOpt, ClockOffsetOpt, ReferencePpmOpt, SrHzOpt))
 
 
 _register_subcommands()
