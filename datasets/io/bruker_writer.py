@@ -289,14 +289,18 @@ def render_audita(start: datetime, end: datetime | None, *, topspin: str = "2.1"
 # --------------------------------------------------------------------------------------
 # binary data
 # --------------------------------------------------------------------------------------
-def _to_values(fid: np.ndarray, dtypa: int) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Interleave (re, im) and scale to int32 (or keep float64); returns values and min/max."""
+def _to_values(fid: np.ndarray, dtypa: int, int_scale: float | None = None
+               ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Interleave (re, im) and scale to int32 (or keep float64); returns values and min/max.
+
+    ``int_scale`` fixes the int32 scale factor (a constant receiver gain over a run: frames keep
+    their relative intensities); by default each FID is scaled so its peak is 2**29."""
     x = np.asarray(fid)
     if not np.iscomplexobj(x):
         raise ValueError("fid must be complex")
     if dtypa == 0:
         peak = float(np.max(np.abs(np.concatenate([x.real.ravel(), x.imag.ravel()])), initial=0))
-        scale = _INT32_TARGET / peak if peak > 0 else 1.0
+        scale = int_scale if int_scale else (_INT32_TARGET / peak if peak > 0 else 1.0)
         xs = x * scale
         vals = _ngb.uncomplexify_data(np.round(xs.real) + 1j * np.round(xs.imag), isfloat=False)
         return vals, (int(vals.max(initial=0)), int(vals.min(initial=0)))
@@ -345,7 +349,8 @@ def write_experiment(expdir: str | Path, fid: np.ndarray, acq: AcquisitionParams
                      acq_start: datetime, acq_end: datetime, *, dtypa: int = 0, bytorda: int = 0,
                      topspin: str = "2.1", acqus_template: str | None = None,
                      audita_template: str | None = None, procs: Mapping | None = None,
-                     spectrum_1r: np.ndarray | None = None, owner: str = "lisentry") -> Path:
+                     spectrum_1r: np.ndarray | None = None, owner: str = "lisentry",
+                     int_scale: float | None = None) -> Path:
     """Write one finished TopSpin experiment folder.
 
     Files are written in TopSpin's order, ``audita.txt`` (the completion marker) last:
@@ -390,7 +395,7 @@ def write_experiment(expdir: str | Path, fid: np.ndarray, acq: AcquisitionParams
     fid = np.asarray(fid)
     _check_args(acq, fid.shape[-1], dtypa, bytorda, topspin)
     expdir.mkdir(parents=True, exist_ok=True)
-    values, minmax = _to_values(fid, dtypa)
+    values, minmax = _to_values(fid, dtypa, int_scale)
     raw = _bytes(_padded(values, acq.td, dtypa), dtypa, bytorda)
     _atomic_write(expdir / "fid", raw)
     if procs is not None or spectrum_1r is not None:
@@ -471,7 +476,8 @@ def write_ser(expdir: str | Path, fids_2d: np.ndarray, acq: AcquisitionParams,
               start: datetime, row_duration_s: float, *, n_rows_total: int | None = None,
               complete: bool = True, truncate_file: bool = False, dtypa: int = 0,
               bytorda: int = 0, topspin: str = "2.1", acqus_template: str | None = None,
-              audita_template: str | None = None, owner: str = "lisentry") -> Path:
+              audita_template: str | None = None, owner: str = "lisentry",
+              int_scale: float | None = None) -> Path:
     """Write a pseudo-2D experiment: ``ser`` + ``acqus`` + ``acqu2s`` (+ ``audita.txt``).
 
     Parameters
@@ -508,7 +514,7 @@ def write_ser(expdir: str | Path, fids_2d: np.ndarray, acq: AcquisitionParams,
         raise ValueError("n_rows_total is smaller than the number of rows given")
     _check_args(acq, fids_2d.shape[-1], dtypa, bytorda, topspin)
     expdir.mkdir(parents=True, exist_ok=True)
-    values, minmax = _to_values(fids_2d, dtypa)
+    values, minmax = _to_values(fids_2d, dtypa, int_scale)
     padded = _padded(values, acq.td, dtypa)
     if not truncate_file and total > rows:
         padded = np.concatenate([padded, np.zeros((total - rows, padded.shape[-1]), padded.dtype)])

@@ -160,19 +160,24 @@ def write_run(sim: SimulatedRun, out_dir: str | Path, *, layout: str = "series",
     out = Path(out_dir)
     nmr_dir = out / "nmr"
     nmr_dir.mkdir(parents=True, exist_ok=True)
+    # One int32 scale for the whole run (constant receiver gain), so frames keep their
+    # relative intensities on disk as they do in memory.
+    peak = max(float(np.max(np.abs(np.concatenate([r.fid.real, r.fid.imag])))) for r in sim.raws)
+    int_scale = 2.0**29 / peak if peak > 0 else 1.0
     if layout == "series":
         for raw in sim.raws:
             bruker_writer.write_experiment(nmr_dir / str(raw.expno), raw.fid, raw.acq, raw.acq_start,
                                            raw.acq_end, dtypa=dtypa, bytorda=bytorda,
                                            topspin=topspin, acqus_template=acqus_template,
-                                           procs={} if raw.acq.sr_Hz is not None else None)
+                                           procs=_procs(raw), int_scale=int_scale)
     elif layout == "ser":
         fids = np.stack([r.fid for r in sim.raws])
         period = (sim.raws[1].acq_start - sim.raws[0].acq_start).total_seconds() if len(sim.raws) > 1 else 0
         # Rows of a pseudo-2D experiment follow each other without gaps: row i spans
         # [start + i*period, start + (i+1)*period] when read back.
         bruker_writer.write_ser(nmr_dir / "1", fids, sim.raws[0].acq, sim.raws[0].acq_start,
-                                period, dtypa=dtypa, bytorda=bytorda, topspin=topspin)
+                                period, dtypa=dtypa, bytorda=bytorda, topspin=topspin,
+                                int_scale=int_scale)
     else:
         raise ValueError(f"layout must be 'series' or 'ser'. Got {layout!r}.")
     echem_dir = out / "echem"
@@ -183,3 +188,14 @@ def write_run(sim: SimulatedRun, out_dir: str | Path, *, layout: str = "series",
               start_local=datetime.fromtimestamp(t0, timezone.utc), tz=tz)
     return nmr_dir, mpt
 
+
+
+def _procs(raw: RawFrame) -> dict | None:
+    """``pdata/1/procs`` values of a simulated frame: the reference (SF from SR, written by the
+    writer) and the phases TopSpin would have stored, so the disk path equals the memory path."""
+    if raw.acq.sr_Hz is None and raw.phase_deg is None:
+        return None
+    procs = {}
+    if raw.phase_deg is not None:
+        procs["PHC0"], procs["PHC1"] = float(raw.phase_deg[0]), float(raw.phase_deg[1])
+    return procs
