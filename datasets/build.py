@@ -40,7 +40,7 @@ from lisentry.datasets.store import (FRAMES, MANIFEST, RUNS, SPECTRA, Dataset, D
                                      _write_json_atomic, frame_rows)
 
 _KEYS = {"name", "seed", "horizon_s", "randomize", "max_frames", "processing", "families",
-         "family_files", "description"}
+         "family_files", "description", "randomize_override"}
 
 
 @dataclass
@@ -54,6 +54,7 @@ class BuildConfig:
     families: dict            # name -> {"runs": n, "split": str|None}
     family_files: list
     raw: dict
+    randomize_override: dict | None = None
 
 
 def load_build_config(path: str | Path) -> BuildConfig:
@@ -86,7 +87,8 @@ def load_build_config(path: str | Path) -> BuildConfig:
     ProcessingConfig.from_dict(raw.get("processing") or {})  # validates
     return BuildConfig(raw.get("name", p.stem), int(raw.get("seed", 0)), float(raw.get("horizon_s", 3600.0)),
                        bool(raw.get("randomize", True)), raw.get("max_frames"),
-                       dict(raw.get("processing") or {}), fams, fam_files, raw)
+                       dict(raw.get("processing") or {}), fams, fam_files, raw,
+                       dict(raw.get("randomize_override") or {}))
 
 
 def run_seed(base: int, family: str, i: int) -> int:
@@ -95,20 +97,27 @@ def run_seed(base: int, family: str, i: int) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def _family_obj(name: str, family_files: list):
+def _family_obj(name: str, family_files: list, override: dict | None = None):
+    """The family, with the config's ``randomize_override`` ranges replacing its own (e.g. a
+    field or SNR range outside the training range for held-out test sets)."""
+    import dataclasses
     from lisentry.datasets.sim.scenarios import FAMILIES, load_family_yaml
+    fam = None
     for f in family_files:
-        fam = load_family_yaml(f)
-        if fam.name == name:
-            return fam
-    return FAMILIES[name]
+        cand = load_family_yaml(f)
+        if cand.name == name:
+            fam = cand
+    fam = fam or FAMILIES[name]
+    if override:
+        fam = dataclasses.replace(fam, randomize={**dict(fam.randomize), **override})
+    return fam
 
 
 def _simulate_one(args) -> tuple[Run, dict, float]:
-    name, seed, cfg_processing, horizon_s, randomize, max_frames, family_files = args
+    name, seed, cfg_processing, horizon_s, randomize, max_frames, family_files, override = args
     from lisentry.datasets.sim.run import simulate_run, to_run
     t = time.perf_counter()
-    sim = simulate_run(_family_obj(name, family_files), seed, randomize=randomize,
+    sim = simulate_run(_family_obj(name, family_files, override), seed, randomize=randomize,
                        horizon_s=horizon_s, max_frames=max_frames, run_id=f"{name}-{seed:010d}")
     run = to_run(sim, Pipeline(ProcessingConfig.from_dict(cfg_processing)))
     return run, sim.info, time.perf_counter() - t
@@ -124,7 +133,7 @@ def build_dataset(config_path: str | Path, out: str | Path, *, workers: int | No
     for name, spec in cfg.families.items():
         for i in range(spec["runs"]):
             jobs.append((name, run_seed(cfg.seed, name, i), cfg.processing, cfg.horizon_s,
-                         cfg.randomize, cfg.max_frames, cfg.family_files))
+                         cfg.randomize, cfg.max_frames, cfg.family_files, cfg.randomize_override))
             splits.append(spec["split"])
     writer = DatasetWriter(out, ppm_grid=pipe.ppm_grid, processing=pipe.config.to_dict(),
                            overwrite=overwrite,

@@ -1,5 +1,4 @@
 """``lisentry datasets build | show | add-measured | simulate``."""
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional
