@@ -35,6 +35,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -42,7 +43,8 @@ import numpy as np
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.datasets.frame import RawFrame
 from lisentry.datasets.processing.baseline import als_baseline, poly_baseline
-from lisentry.datasets.processing.fourier import bruker_spectrum, native_ppm_axis, phase_spectrum
+from lisentry.datasets.processing.fourier import (bruker_real_spectrum, bruker_spectrum,
+                                                  cached_ppm_axis)
 from lisentry.datasets.processing.phase import estimate_phase
 from lisentry.datasets.processing.resample import resample_to_grid
 
@@ -224,6 +226,14 @@ class ProcessingConfig:
         return self.ppm_min + self.ppm_step * np.arange(n, dtype=np.float64)
 
 
+@lru_cache(maxsize=16)
+def _em_window(n: int, lb_Hz: float, sw_Hz: float) -> np.ndarray:
+    """``exp(-pi lb_Hz k / SW_h)``, ``k = 0 .. n-1`` (read-only, cached per run setting)."""
+    w = np.exp(-np.pi * lb_Hz * np.arange(n) / sw_Hz)
+    w.setflags(write=False)
+    return w
+
+
 class Pipeline:
     """FID (or processed spectrum) -> float32 spectrum on the ppm grid, with run-level state.
 
@@ -254,6 +264,7 @@ class Pipeline:
         self.config = config or ProcessingConfig()
         self._grid = self.config.ppm_grid
         self._grid.setflags(write=False)
+        self._shift_cache: tuple | None = None
         self.reset()
 
     # -- state ----------------------------------------------------------------------------
@@ -371,31 +382,42 @@ class Pipeline:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise InputError(raw.source, f"{name} = {v!r} is not a positive number "
                                              "(needed for the ppm axis)")
-        fid = fid.astype(np.complex128)
         if cfg.max_points is not None:
             fid = fid[: cfg.max_points]
         n = fid.size
+        fid = fid.astype(np.complex128)                # a copy: the input is never modified
         if cfg.dc_correct:
-            fid = fid - fid[n - max(1, n // 4):].mean()
+            fid -= fid[n - max(1, n // 4):].mean()
         if cfg.lb_Hz > 0:
-            fid = fid * np.exp(-np.pi * cfg.lb_Hz * np.arange(n) / acq.sw_Hz)
+            fid *= _em_window(n, float(cfg.lb_Hz), float(acq.sw_Hz))
         if cfg.zero_fill <= 16:
             size = 1 << int(math.ceil(math.log2(n * cfg.zero_fill)))
         else:
             size = max(int(cfg.zero_fill), n)
-        spec = bruker_spectrum(fid, size, float(acq.group_delay_pts or 0.0))
-        p0, p1 = self._phase_for(raw, spec)
-        real = phase_spectrum(spec, p0, p1).real if (p0 or p1) else spec.real
+        gd = float(acq.group_delay_pts or 0.0)
+        p0, p1 = self._phase_for(raw, fid, size, gd)
+        real = bruker_real_spectrum(fid, size, gd, p0, p1)
         sr = acq.sr_Hz if acq.sr_Hz is not None else (cfg.sr_Hz or 0.0)
-        ppm = native_ppm_axis(size, acq.sw_Hz, acq.sfo1_MHz, acq.bf1_MHz, sr)
+        ppm = cached_ppm_axis(size, acq.sw_Hz, acq.sfo1_MHz, acq.bf1_MHz, sr)
         if cfg.reference_peak_ppm is not None:
             if self.ref_shift_ppm_ is None:
                 self.ref_shift_ppm_ = self._reference_shift(ppm, real)
-            ppm = ppm + self.ref_shift_ppm_
+            ppm = self._shifted_axis(ppm, self.ref_shift_ppm_)
         out = resample_to_grid(ppm, real, self._grid)
         return self._baseline(out)
 
-    def _phase_for(self, raw: RawFrame, spec: np.ndarray) -> tuple[float, float]:
+    def _shifted_axis(self, ppm: np.ndarray, shift: float) -> np.ndarray:
+        """``ppm + shift``, kept while the axis and the shift stay the same (one per run)."""
+        key = (id(ppm), ppm.size, float(ppm[0]), shift)
+        if self._shift_cache is None or self._shift_cache[0] != key:
+            shifted = ppm + shift
+            shifted.setflags(write=False)
+            self._shift_cache = (key, shifted)
+        return self._shift_cache[1]
+
+    def _phase_for(self, raw: RawFrame, fid: np.ndarray, size: int, gd: float
+                   ) -> tuple[float, float]:
+        """(PHC0, PHC1) for this frame; the complex spectrum is formed only to estimate."""
         cfg = self.config
         mode = cfg.phase
         if mode == "none":
@@ -405,9 +427,9 @@ class Pipeline:
         if mode == "procs" and raw.phase_deg is not None:
             return float(raw.phase_deg[0]), float(raw.phase_deg[1])
         if mode == "auto":
-            return estimate_phase(spec, cfg.phase1_max_deg)
+            return estimate_phase(bruker_spectrum(fid, size, gd), cfg.phase1_max_deg)
         if self.phase_ is None:                      # "reference", or "procs" without procs
-            self.phase_ = estimate_phase(spec, cfg.phase1_max_deg)
+            self.phase_ = estimate_phase(bruker_spectrum(fid, size, gd), cfg.phase1_max_deg)
         return self.phase_
 
     def _reference_shift(self, ppm: np.ndarray, real: np.ndarray) -> float:

@@ -225,6 +225,10 @@ class Dataset:
             out["val"] += free[:n_val]
             out["test"] += free[n_val:n_val + n_test]
             out["train"] += free[n_val + n_test:]
+        # Tiny datasets: rounding per family can leave a split empty; move whole runs over.
+        for name, frac in (("val", val_frac), ("test", test_frac)):
+            if frac > 0 and not out[name] and len(out["train"]) > 1:
+                out[name].append(out["train"].pop(int(rng.integers(len(out["train"])))))
         return out
 
     def class_balance(self) -> pd.DataFrame:

@@ -230,6 +230,17 @@ def watch(nmr_dir: NmrDir,
     _err(f"watch stopped: {n} frames handled this session; events in {events}")
 
 
+@app.command()
+@friendly_errors
+def demo(workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Folder for the run and outputs (default: a new temporary folder).")] = None,
+         seed: Annotated[int, typer.Option(help="Random seed of the simulated run.")] = 0,
+         frame_interval_s: Annotated[float, typer.Option("--frame-interval-s", help="Wall-clock seconds per replayed frame.")] = 0.15,
+         model: Annotated[Optional[str], typer.Option("--model", help="Bundle (default: the shipped model).")] = None):
+    """Simulate an overlithiation run, watch it live, label it, write a figure and a report."""
+    from lisentry.detector.demo import run_demo
+    run_demo(workdir, seed=seed, frame_interval_s=frame_interval_s, model=model)
+
+
 def _register_subcommands() -> None:
     from lisentry.training.cli import register as register_training
     register_training(app, friendly_errors)

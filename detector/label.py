@@ -91,6 +91,7 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
         raise InputError(job.nmr_dir, f"no readable frame ({len(run.skipped)} skipped)")
     det = OnlineDetector(bundle)
     rows = det.label_frames(run.frames)
+    Path(job.out).parent.mkdir(parents=True, exist_ok=True)
     write_labels_atomic(job.out, rows)
     write_skipped(job.out, [(e, p, r) for e, p, r in run.skipped])
     write_provenance(job.out, {

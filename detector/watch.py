@@ -31,7 +31,7 @@ import numpy as np
 
 from lisentry.datasets.errors import InputError, LisentryError
 from lisentry.datasets.io import bruker
-from lisentry.datasets.loading import LoadOptions, RunAssembler, pipeline_for
+from lisentry.datasets.loading import LoadOptions, RunAssembler, _run_id, pipeline_for
 from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.actions import AlarmAction
 from lisentry.detector.online import OnlineDetector
@@ -71,7 +71,7 @@ class Watcher:
         config_dict = bundle.processing
         self.pipeline = pipeline_for(opts, ProcessingConfig.from_dict(config_dict) if config_dict else None)
         self.detector = OnlineDetector(bundle)
-        self.asm = RunAssembler(self.nmr_dir.name, self.pipeline, None)
+        self.asm = RunAssembler(_run_id(self.nmr_dir), self.pipeline, None)
         self.follower = None
         if opts.echem is not None:
             from lisentry.datasets.io.potentiostat import EchemFollower
@@ -131,6 +131,10 @@ class Watcher:
             if self.state.is_processed(expno):
                 continue
             st = bruker.acquisition_state(path)
+            if st == "missing" and bruker._successor_started(path):
+                # An empty (or data-less) folder that a later acquisition has overtaken will
+                # never be filled: read it so that it is reported and skipped, not waited on.
+                st = "complete"
             if st != "complete":
                 break  # keep acquisition order: wait for this one
             out.append((expno, path, "exp"))
@@ -160,8 +164,11 @@ class Watcher:
         except InputError as err:
             self._skip(key, err)
             return True
+        if frame.status.startswith("echem") and self.opts.echem is not None:
+            self.log(f"note: {self.opts.echem}: potential log does not cover frame {raw.expno} "
+                     f"({frame.status}); labelled on the spectrum alone")
         before = self.state.extra.get("alarm")
-        row = dict(self.detector.last_row)
+        row = {"event": "frame", **self.detector.last_row}
         row["alarm"] = self.detector.alarm
         self._emit(row)
         alarm = self.detector.alarm
@@ -198,8 +205,10 @@ class Watcher:
             try:
                 raw = bruker.read_experiment(path, use_processed=self.opts.use_processed,
                                              expected_nucleus=self.opts.expected_nucleus)
-            except bruker.IncompleteAcquisition:
-                break
+            except bruker.IncompleteAcquisition as err:
+                if not bruker._successor_started(path):
+                    break  # still acquiring: wait for it
+                raw = err  # aborted (a later acquisition started): report and skip it
             except InputError as err:
                 raw = err
             except Exception as exc:  # noqa: BLE001 - never exit on a bad frame

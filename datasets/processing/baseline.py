@@ -1,9 +1,33 @@
 """Baseline estimation of 1-D spectra (robust polynomial, asymmetric least squares)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-from scipy import sparse
-from scipy.sparse.linalg import spsolve
+from scipy.linalg import solveh_banded
+from scipy.linalg.lapack import dposv
+
+
+@lru_cache(maxsize=16)
+def _legendre_design(n: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Legendre design matrix ``V`` on ``linspace(-1, 1, n)`` and the per-point outer products
+    ``V[i] V[i]^T`` flattened to ``(n, (order+1)^2)`` (read-only, cached per size/order), so
+    the normal matrix of any subset of points is one matrix-vector product."""
+    V = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, n), order)
+    outer = (V[:, :, None] * V[:, None, :]).reshape(n, -1)
+    V.setflags(write=False)
+    outer.setflags(write=False)
+    return V, outer
+
+
+def _median(a: np.ndarray) -> float:
+    """``np.median`` of a 1-D finite array, without its per-call overhead."""
+    n = a.size
+    h = n // 2
+    if n % 2:
+        return float(np.partition(a, h)[h])
+    p = np.partition(a, (h - 1, h))
+    return 0.5 * float(p[h - 1] + p[h])
 
 
 def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float = 3.0) -> np.ndarray:
@@ -29,17 +53,25 @@ def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float =
         The baseline, same shape as ``y``.
     """
     y = np.asarray(y, dtype=float)
-    x = np.linspace(-1.0, 1.0, y.size)
-    V = np.polynomial.legendre.legvander(x, order)
+    V, outer = _legendre_design(y.size, order)
+    m = order + 1
     keep = np.ones(y.size, dtype=bool)
     base = np.zeros_like(y)
     for _ in range(n_iter):
         if keep.sum() <= order + 1:
             break
-        coef, *_ = np.linalg.lstsq(V[keep], y[keep], rcond=None)
+        # least squares on the kept points through the normal equations (Cholesky): the
+        # Legendre basis on [-1, 1] is well conditioned, so this equals lstsq to rounding
+        w = keep.astype(float)
+        G = (w @ outer).reshape(m, m)
+        _, coef, info = dposv(G, (w * y) @ V)
+        if info != 0:
+            coef, *_ = np.linalg.lstsq(V[keep], y[keep], rcond=None)
         base = V @ coef
         r = y - base
-        sigma = 1.4826 * np.median(np.abs(r[keep] - np.median(r[keep])))
+        rk = r[keep]
+        rk -= _median(rk)
+        sigma = 1.4826 * _median(np.abs(rk, out=rk))
         if sigma <= 0:
             break
         new = np.abs(r) <= clip * sigma
@@ -77,15 +109,36 @@ def als_baseline(y: np.ndarray, smoothness: float = 1e5, asymmetry: float = 0.01
     n = y.size
     if n < 3:
         return np.zeros_like(y)
-    D = sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(n - 2, n))
-    P = smoothness * (D.T @ D)
+    P = _d2_penalty_banded(n, float(smoothness))   # W + P is symmetric, pentadiagonal
+    ab = P.copy()
     w = np.ones(n)
     z = y
     for _ in range(n_iter):
-        W = sparse.diags(w)
-        z = spsolve((W + P).tocsc(), w * y)
+        ab[:] = P
+        ab[2] += w
+        z = solveh_banded(ab, w * y, check_finite=False)
         w_new = np.where(y > z, asymmetry, 1.0 - asymmetry)
         if np.array_equal(w_new, w):
             break
         w = w_new
     return np.asarray(z)
+
+
+@lru_cache(maxsize=16)
+def _d2_penalty_banded(n: int, smoothness: float) -> np.ndarray:
+    """``smoothness * D2^T D2`` in LAPACK upper banded storage (3 x n, read-only)."""
+    ab = np.zeros((3, n))
+    main = np.full(n, 6.0)
+    main[[0, -1]] = 1.0
+    main[[1, -2]] = 5.0
+    off1 = np.full(n - 1, -4.0)
+    off1[[0, -1]] = -2.0
+    ab[2] = main
+    ab[1, 1:] = off1
+    ab[0, 2:] = 1.0
+    if n == 3:
+        ab[2] = [1.0, 4.0, 1.0]
+        ab[1, 1:] = [-2.0, -2.0]
+    ab *= smoothness
+    ab.setflags(write=False)
+    return ab
