@@ -118,11 +118,9 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         bar = tqdm(total=tc["epochs"], desc="epochs", file=sys.stderr, leave=False)
     for epoch in range(1, tc["epochs"] + 1):
         model.train()
-        order = rng.permutation(len(train_runs))
         losses = []
-        for i in range(0, len(order), tc["batch_runs"]):
-            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm)
-                     for k in order[i:i + tc["batch_runs"]]]
+        for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
+            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm) for k in idx]
             batch = collate(chunk, device)
             loss = _loss(model, batch, weights, tc["aux_weight"])
             opt.zero_grad()
@@ -130,7 +128,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             if tc.get("grad_clip"):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         sched.step()
         preds = predict_runs(model, val_runs, policy=policy, device=device)
         val = evaluate_predictions(val_runs, preds, cfg["detector"]["horizon_s"])["overall"]
@@ -210,6 +208,19 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             print(f"registered {cfg['mlflow']['register_as']} version {v}"
                   f" (alias {cfg['mlflow'].get('alias')})", file=sys.stderr)
     return TrainResult(Path(bundle_dir), metrics, best, epoch)
+
+
+def length_buckets(lengths, batch_runs: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of runs of similar length (little padding), in random order.
+
+    Runs are sorted by length with a random tie-break, cut into batches, and the batches
+    shuffled: an LLZO run of 400 frames is not padded onto seven runs of 40.
+    """
+    lengths = np.asarray(lengths)
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i:i + batch_runs] for i in range(0, len(order), batch_runs)]
+    rng.shuffle(batches)
+    return batches
 
 
 def _save_checkpoint(model, ckpt_dir: Path, epoch: int, f1: float) -> None:
