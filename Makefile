@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench train-default clean
+.PHONY: venv demo test bench data-smoke data-train data-heldout data-default train-default \
+        evaluate-default compare real-run clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,8 +24,34 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# ---- data, the default model and its evaluation (long: not part of the tests) ----
+data/smoke: | $(STAMP)
+	$(BIN)/lisentry datasets build configs/dataset-smoke.yaml --out $@
+data/train: | $(STAMP)
+	$(BIN)/lisentry datasets build configs/dataset-train.yaml --out $@
+data/heldout: | $(STAMP)
+	$(BIN)/lisentry datasets build configs/dataset-heldout.yaml --out $@
+data/default: | $(STAMP)
+	$(BIN)/lisentry datasets build configs/dataset-default.yaml --out $@
+data-smoke: data/smoke
+data-train: data/train
+data-heldout: data/heldout
+data-default: data/default
+
+train-default: data/train
+	$(BIN)/lisentry train configs/train-default.yaml
+
+evaluate-default: data/train data/heldout
+	$(BIN)/lisentry evaluate models/default data/train --split test --out docs/results/eval-test.json
+	$(BIN)/lisentry evaluate models/default data/heldout --out docs/results/eval-heldout.json
+
+compare: data/train
+	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --out docs/results/compare.json
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_detector.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
