@@ -96,7 +96,7 @@ def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt 
                 statuses[f.status] = statuses.get(f.status, 0) + 1
         for s, n in sorted(statuses.items()):
             typer.echo(f"degraded frames: {n} with status {s}")
-    for note in listing.notes + run.meta.get("echem_notes", []):
+    for note in list(getattr(listing, "notes", [])) + run.meta.get("echem_notes", []):
         typer.echo(f"problem: {note}")
     for expno, path, reason in run.skipped:
         typer.echo(f"skipped frame {expno}: {path}: {reason}")
@@ -129,7 +129,9 @@ def plot(nmr_dir: NmrDir,
     """Draw the operando figure: spectra as a ppm-vs-time heat map beside the potential."""
     from lisentry.datasets.loading import load_run
     from lisentry.detector.plots import plot_run
+    from lisentry.datasets.io import bruker
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    bruker.scan_series(nmr_dir)  # a missing folder: one line (BrukerFormatError), not two
     run = load_run(nmr_dir, opts)
     if not len(run):
         _err(f"error: {nmr_dir}: no readable frame")

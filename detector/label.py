@@ -96,7 +96,7 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
     write_skipped(job.out, [(e, p, r) for e, p, r in run.skipped])
     write_provenance(job.out, {
         "model": {"path": str(bundle.path), "sha256": bundle.sha256, "card": bundle.card},
-        "pipeline": pipeline.to_dict(), "horizon_s": (bundle.card.get("detector") or {}).get("horizon_s", 3600.0),
+        "pipeline": pipeline.to_dict(), "horizon_s": _horizon_s(bundle.card),
         "package_version": _version(), "command_line": command_line,
         "inputs": {"nmr_dir": str(job.nmr_dir), "echem": str(job.opts.echem) if job.opts.echem else None,
                    "echem_start": job.opts.echem_start, "echem_tz": job.opts.echem_tz,
@@ -115,6 +115,14 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
         write_report(Path(f"{stem}.html"), run, rows, Path(f"{stem}.png"), bundle)
     return RunOutcome(run.run_id, True, len(rows), len(run.skipped), job.out,
                       alarms=_episodes(rows), seconds=time.perf_counter() - t0)
+
+
+def _horizon_s(card) -> float:
+    """H of the bundle, s: the card's ``horizon_s`` (or its detector section's), default 3600."""
+    h = card.get("horizon_s")
+    if h is None:
+        h = (card.get("detector") or {}).get("horizon_s")
+    return float(h) if h is not None else 3600.0
 
 
 def _episodes(rows) -> list[dict]:

@@ -74,9 +74,14 @@ class OnlineDetector:
         return OnlineDetector(self.bundle, self.policy)
 
     def _check(self, frame: Frame) -> None:
+        """Refuse a frame on another ppm grid or of another nucleus (one-line InputError)."""
         if frame.intensity.shape != self.grid.shape:
             raise InputError(frame.source, f"spectrum has {frame.intensity.shape[0]} grid points; "
                                            f"the model takes {self.grid.shape[0]}")
+        grid = np.asarray(frame.ppm_grid, dtype=float)
+        if grid.shape != self.grid.shape or not np.allclose(grid, self.grid, rtol=0, atol=1e-6):
+            raise InputError(frame.source, f"ppm grid {grid[0]:g}..{grid[-1]:g} ppm differs from "
+                                           f"the model's {self.grid[0]:g}..{self.grid[-1]:g} ppm")
         if frame.nucleus != self.bundle.nucleus:
             raise InputError(frame.source, f"nucleus {frame.nucleus} but the model is for "
                                            f"{self.bundle.nucleus}")

@@ -38,7 +38,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     net = LisentryNet(n_ppm=1001, hidden=16, channels=(8, 8))
     return save_bundle(tmp_path_factory.mktemp("bundle") / "tiny", net, {
         "processing": ProcessingConfig().to_dict(), "temperature": 0.02, "ood_threshold": 50.0,
-        "horizon_s": 3600.0,
+        "horizon_s": 5400.0,
         "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2}})
 
 

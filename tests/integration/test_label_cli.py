@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,11 +43,13 @@ def runs(tmp_path_factory):
     return out
 
 
-def test_single_run_csv_columns_rows_times_provenance(runs, tiny_bundle, tmp_path):
+def test_single_run_csv_columns_rows_times_provenance(runs, tiny_bundle, tmp_path, monkeypatch):
     sim, run_dir, nmr, mpt = runs["runA"]
     out = tmp_path / "sub" / "x.csv"                 # folder created on demand
-    res = invoke("label", nmr, "--echem", mpt, "--echem-tz", "UTC", "--out", out,
-                 "--model", tiny_bundle)
+    args = ["label", nmr, "--echem", mpt, "--echem-tz", "UTC", "--out", out, "--model", tiny_bundle]
+    argv = ["lisentry", *map(str, args)]
+    monkeypatch.setattr(sys, "argv", argv)           # what the console script sees
+    res = invoke(*args)
     assert res.exit_code == 0, res.stdout + res.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == COLUMNS
@@ -74,10 +77,11 @@ def test_single_run_csv_columns_rows_times_provenance(runs, tiny_bundle, tmp_pat
     prov = json.loads((tmp_path / "sub" / "x.json").read_text())
     assert prov["model"]["sha256"] == bundle_hash(tiny_bundle)
     assert prov["model"]["card"] == json.loads((tiny_bundle / "card.json").read_text())
-    assert prov["pipeline"]["config"] if "config" in prov["pipeline"] else prov["pipeline"]
-    assert prov["horizon_s"] == 3600.0
+    assert prov["pipeline"]["config"] == prov["model"]["card"]["processing"]
+    assert len(prov["pipeline"]["state"]["norm_sums"]) >= 1     # the run's own normalisation
+    assert prov["horizon_s"] == 5400.0                # the bundle card's H
     assert prov["package_version"] == importlib.metadata.version("lisentry")
-    assert "label" in prov["command_line"]
+    assert prov["command_line"] == " ".join(argv)
     assert Path(prov["inputs"]["nmr_dir"]) == nmr and Path(prov["inputs"]["echem"]) == mpt
     assert prov["run"]["n_frames"] == len(sim.raws)
     # the summary line goes to stderr, nothing to stdout
