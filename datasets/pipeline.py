@@ -46,7 +46,7 @@ from lisentry.datasets.processing.baseline import als_baseline, poly_baseline
 from lisentry.datasets.processing.fourier import (bruker_real_spectrum, bruker_spectrum,
                                                   cached_ppm_axis)
 from lisentry.datasets.processing.phase import estimate_phase
-from lisentry.datasets.processing.resample import resample_to_grid
+from lisentry.datasets.processing.resample import grid_support, resample_to_grid
 
 __all__ = ["ProcessingConfig", "Pipeline", "PHASE_MODES", "BASELINE_MODES"]
 
@@ -396,13 +396,17 @@ class Pipeline:
             size = max(int(cfg.zero_fill), n)
         gd = float(acq.group_delay_pts or 0.0)
         p0, p1 = self._phase_for(raw, fid, size, gd)
-        real = bruker_real_spectrum(fid, size, gd, p0, p1)
         sr = acq.sr_Hz if acq.sr_Hz is not None else (cfg.sr_Hz or 0.0)
         ppm = cached_ppm_axis(size, acq.sw_Hz, acq.sfo1_MHz, acq.bf1_MHz, sr)
         if cfg.reference_peak_ppm is not None:
             if self.ref_shift_ppm_ is None:
-                self.ref_shift_ppm_ = self._reference_shift(ppm, real)
+                full = bruker_real_spectrum(fid, size, gd, p0, p1)
+                self.ref_shift_ppm_ = self._reference_shift(ppm, full)
             ppm = self._shifted_axis(ppm, self.ref_shift_ppm_)
+        # only the points the grid needs are phased (the rest of the window is not used)
+        start, stop = grid_support(ppm, self._grid)
+        real = np.zeros(size)
+        real[start:stop] = bruker_real_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
         out = resample_to_grid(ppm, real, self._grid)
         return self._baseline(out)
 

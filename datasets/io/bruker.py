@@ -21,6 +21,7 @@ Conventions (checked on the real TopSpin 2.1 run against TopSpin's own ``1r``)
 """
 from __future__ import annotations
 
+import io
 import math
 import re
 import warnings
@@ -123,21 +124,142 @@ def read_jcamp_params(path: str | Path, *, kind: str = "Parameter file") -> dict
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            dic = ng.bruker.read_jcamp(str(path), encoding="latin-1")
+            dic, problems = _parse_jcamp_text(text)
     except Exception as exc:  # nmrglue raises bare Exceptions and warnings
         raise BrukerFormatError(path, f"malformed JCAMP-DX ({_short(exc)})") from None
-    for key, value in dic.items():
-        if key.startswith("_"):
-            continue
-        if isinstance(value, list):
-            strs = [v for v in value if isinstance(v, str)]
-            if any(v.startswith("##") for v in strs):
-                raise BrukerFormatError(path, f"array {key} runs into the next parameter "
-                                              "(lines missing)")
-            if strs and len(strs) < len(value):
-                raise BrukerFormatError(path, f"array {key} mixes numbers and text "
-                                              f"({strs[0][:20]!r})")
+    for key, problem in problems.items():
+        if problem is not None:
+            raise BrukerFormatError(path, f"array {key} {problem}")
     return dic
+
+
+# JCAMP-DX parsing with a memo. The parameter files of a series differ in a few entries
+# (DATE, YMAX_a, ...), and nmrglue's pure-Python parser costs ~1-4 ms per acqus: every
+# distinct entry ("##..." line plus its continuation lines, "$$" comments included) is parsed
+# by nmrglue's own ``parse_jcamp_file`` once and remembered, and so is the merged result of
+# every run of 16 consecutive entries. An entry whose parse reads past its own lines
+# (an array or string missing lines, running into the next entry), a blank line (where
+# nmrglue stops) or text before the first "##" makes the whole file go through nmrglue's
+# parser in one piece instead, so the result is always what nmrglue returns for the file.
+_CHUNK = 16                      # entries per memoised run
+_BLANK_LINE = re.compile(r"\n[^\S\n]*(?:\n|$)")     # a line nmrglue reads as EOF
+_JCAMP_MEMO: dict[str, dict] = {}
+_JCAMP_MEMO_MAX = 50_000
+_PAST_END = "##END= >\n"
+
+
+class _BlockReader:
+    """Line reader over one entry. Past its end it returns ``##END= >``: nmrglue's top-level
+    loop stops at it (read once); a string or array still wanting lines reads it again and
+    again (the ``>`` ends a string, each copy adds array values), so more than one read past
+    the end means the entry ran into the next one."""
+
+    __slots__ = ("lines", "i", "past_end")
+
+    def __init__(self, block: str):
+        self.lines = block.split("\n")
+        self.i = 0
+        self.past_end = 0
+
+    def readline(self) -> str:
+        if self.i < len(self.lines):
+            self.i += 1
+            return self.lines[self.i - 1] + "\n"
+        self.past_end += 1
+        return _PAST_END
+
+
+class _Overrun(Exception):
+    pass
+
+
+def _array_problem(value) -> str | None:
+    """Why an array value of a parameter file is corrupt, or None (see read_jcamp_params)."""
+    if not isinstance(value, list):
+        return None
+    strs = [v for v in value if isinstance(v, str)]
+    if any(v.startswith("##") for v in strs):
+        return "runs into the next parameter (lines missing)"
+    if strs and len(strs) < len(value):
+        return f"mixes numbers and text ({strs[0][:20]!r})"
+    return None
+
+
+def _parse_entry(block: str) -> tuple:
+    """(coreheader lines, comment lines, ((key, value, problem), ...)) of one entry."""
+    hit = _JCAMP_MEMO.get(block)
+    if hit is None:
+        f = _BlockReader(block)
+        try:
+            dic = _ngb.parse_jcamp_file(f, {"_coreheader": [], "_comments": []})
+        except Exception:
+            if f.past_end > 1:
+                raise _Overrun from None
+            raise
+        if f.past_end > 1:
+            raise _Overrun
+        core, comments = tuple(dic.pop("_coreheader")), tuple(dic.pop("_comments"))
+        hit = (core, comments, tuple((k, v, _array_problem(v)) for k, v in dic.items()))
+        if len(_JCAMP_MEMO) >= _JCAMP_MEMO_MAX:
+            _JCAMP_MEMO.clear()
+        _JCAMP_MEMO[block] = hit
+    return hit
+
+
+def _parse_chunk(parts: list[str], first: bool) -> tuple:
+    """Merged ``(core, comments, {key: value}, {key: problem}, list keys)`` of consecutive
+    entries (``parts``: the text between ``\\n##`` separators), memoised as a whole."""
+    key = "\n##".join(parts)
+    if first:
+        key = "\x00" + key        # the file's first chunk starts with "##" already
+    hit = _JCAMP_MEMO.get(key)
+    if hit is None:
+        core: list = []
+        comments: list = []
+        values: dict = {}
+        problems: dict = {}
+        for i, part in enumerate(parts):
+            c, m, items = _parse_entry(part if (first and i == 0) else "##" + part)
+            core.extend(c)
+            comments.extend(m)
+            for k, v, problem in items:
+                values[k] = v
+                problems[k] = problem
+        lists = tuple(k for k, v in values.items() if isinstance(v, list))
+        hit = (tuple(core), tuple(comments), values, problems, lists)
+        if len(_JCAMP_MEMO) >= _JCAMP_MEMO_MAX:
+            _JCAMP_MEMO.clear()
+        _JCAMP_MEMO[key] = hit
+    return hit
+
+
+def _parse_jcamp_text(text: str) -> tuple[dict, dict]:
+    """nmrglue's ``parse_jcamp_file`` result for ``text`` (universal newlines already applied),
+    and ``{key: problem}`` for corrupt array values.
+
+    Equal to ``nmrglue.bruker.read_jcamp`` of the file, memoised entry by entry and in runs of
+    consecutive entries (see above). Warnings are nmrglue's (callers turn them into errors).
+    """
+    end = text.find("\n##END=")
+    head = text[: end if end >= 0 else len(text)]
+    if head.startswith("##") and not _BLANK_LINE.search(head):
+        out: dict = {"_coreheader": [], "_comments": []}
+        problems: dict = {}
+        parts = head.split("\n##")
+        try:
+            for i in range(0, len(parts), _CHUNK):
+                core, comments, values, probs, lists = _parse_chunk(parts[i:i + _CHUNK], i == 0)
+                out["_coreheader"].extend(core)
+                out["_comments"].extend(comments)
+                out.update(values)
+                problems.update(probs)
+                for k in lists:                      # callers get their own lists
+                    out[k] = out[k].copy()
+            return out, problems
+        except _Overrun:
+            pass
+    dic = _ngb.parse_jcamp_file(io.StringIO(text), {"_coreheader": [], "_comments": []})
+    return dic, {k: _array_problem(v) for k, v in dic.items() if not k.startswith("_")}
 
 
 def _short(exc: BaseException) -> str:

@@ -57,8 +57,14 @@ def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float =
     m = order + 1
     keep = np.ones(y.size, dtype=bool)
     base = np.zeros_like(y)
-    for _ in range(n_iter):
-        if keep.sum() <= order + 1:
+    prev: tuple[bytes, np.ndarray] | None = None     # (mask, baseline) one round back
+    key = keep.tobytes()
+    for it in range(n_iter):
+        if prev is not None and key == prev[0]:
+            # the masks alternate between two sets from here on (the fit is deterministic),
+            # so the last round's baseline is known without running the remaining rounds
+            return prev[1] if (n_iter - 1 - it) % 2 == 0 else base
+        if np.count_nonzero(keep) <= order + 1:
             break
         # least squares on the kept points through the normal equations (Cholesky): the
         # Legendre basis on [-1, 1] is well conditioned, so this equals lstsq to rounding
@@ -74,10 +80,12 @@ def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float =
         sigma = 1.4826 * _median(np.abs(rk, out=rk))
         if sigma <= 0:
             break
-        new = np.abs(r) <= clip * sigma
-        if np.array_equal(new, keep):
+        new = np.abs(r, out=r) <= clip * sigma
+        new_key = new.tobytes()
+        if new_key == key:
             break
-        keep = new
+        prev = (key, base)
+        keep, key = new, new_key
     return base
 
 

@@ -76,6 +76,38 @@ def _plan(ppm: np.ndarray, grid: np.ndarray) -> _Plan:
     return plan
 
 
+def grid_support(ppm: np.ndarray, grid: np.ndarray) -> tuple[int, int]:
+    """Index range ``[start, stop)`` of ``ppm`` (in its given order) that
+    :func:`resample_to_grid` reads for ``grid``; values outside it do not matter.
+
+    Lets a caller compute a spectrum only where the grid needs it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ppm = np.linspace(100, -100, 2001)        # descending, 0.1 ppm
+    >>> start, stop = grid_support(ppm, np.arange(-5, 5.5, 0.5))
+    >>> half = 0.05                                 # native cells are +-half around points
+    >>> bool(ppm[start] + half >= 5.25 - 1e-9 and ppm[stop - 1] - half <= -5.25 + 1e-9)
+    True
+    >>> stop - start                               # of 2001 points
+    106
+    """
+    ppm = np.asarray(ppm, dtype=float)
+    grid = np.asarray(grid, dtype=float)
+    if ppm.size < 1 or grid.size < 1:
+        return 0, 0
+    plan = _plan(ppm, grid)
+    lo, hi = plan.lo, plan.hi
+    if not plan.binning and plan.f.size:
+        lo, hi = int(plan.j.min()), min(int(plan.j.max()) + 2, ppm.size)
+    elif not plan.binning:
+        lo, hi = 0, 0
+    if plan.reverse:
+        return ppm.size - hi, ppm.size - lo
+    return lo, hi
+
+
 def resample_to_grid(ppm: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Put ``values`` sampled at ``ppm`` onto ``grid``; NaN where ``ppm`` does not cover it.
 
