@@ -50,8 +50,11 @@ class RunAssembler:
     n_frames: int = 0
     last_start: datetime | None = None
 
-    def add(self, raw: RawFrame) -> Frame:
-        """Process one raw frame; raises :class:`InputError` for an unusable one."""
+    def add(self, raw: RawFrame, window=None) -> Frame:
+        """Process one raw frame; raises :class:`InputError` for an unusable one.
+
+        ``window`` may carry the frame's precomputed potentiostat statistics (from
+        :meth:`EchemLog.window_stats_many`, which gives the same values in one pass)."""
         if self.last_start is not None and raw.acq_start <= self.last_start:
             raise InputError(raw.source, f"acquisition start {raw.acq_start.isoformat()} is not after "
                                          f"the previous frame's ({self.last_start.isoformat()})")
@@ -64,7 +67,7 @@ class RunAssembler:
         stats = {}
         status = "ok"
         if self.echem is not None:
-            w = self.echem.window_stats(raw.acq_start, raw.acq_end)
+            w = window if window is not None else self.echem.window_stats(raw.acq_start, raw.acq_end)
             stats = dict(potential_V=w.potential_V, potential_min_V=w.potential_min_V,
                          potential_max_V=w.potential_max_V, current_A=w.current_A,
                          current_min_A=w.current_min_A, current_max_A=w.current_max_A,

@@ -140,9 +140,11 @@ def to_run(sim: SimulatedRun, pipeline) -> Run:
     """Process a simulated run in memory through the same assembler as real data."""
     from lisentry.datasets.loading import RunAssembler
     asm = RunAssembler(sim.run_id, pipeline, sim.echem)
+    windows = sim.echem.window_stats_many([r.acq_start for r in sim.raws],
+                                          [r.acq_end for r in sim.raws])
     frames: list[Frame] = []
-    for raw, lab, lat in zip(sim.raws, sim.labels, sim.latents):
-        f = asm.add(raw)
+    for k, (raw, lab, lat) in enumerate(zip(sim.raws, sim.labels, sim.latents)):
+        f = asm.add(raw, windows[k])
         frames.append(f.replace(label=lab, latent=lat))
     return Run(sim.run_id, frames, meta={"family": sim.family.name, **sim.info})
 
