@@ -1,4 +1,5 @@
-"""Reading a whole run: Bruker reader + potentiostat log + processing pipeline -> :class:`Run`.
+"""Reading a whole run: NMR reader (Bruker, JCAMP-DX or Varian, :mod:`lisentry.datasets.io.nmr`)
++ potentiostat log + processing pipeline -> :class:`Run`.
 
 This is the one path from instrument files to frames, used by ``inspect``, ``plot``, the
 dataset store (``add-measured``) and ``label``; ``watch`` uses the same pieces frame by frame
@@ -16,7 +17,7 @@ import numpy as np
 
 from lisentry.datasets.errors import InputError
 from lisentry.datasets.frame import Frame, RawFrame, Run
-from lisentry.datasets.io import bruker
+from lisentry.datasets.io import nmr
 from lisentry.datasets.io.potentiostat import EchemLog, read_echem
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
 
@@ -155,8 +156,8 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
     asm = RunAssembler(run_id or _run_id(nmr_dir), pipe, echem)
     frames: list[Frame] = []
     skipped: list[tuple[int, str, str]] = []
-    for item in bruker.iter_raw_frames(nmr_dir, use_processed=opts.use_processed,
-                                       expected_nucleus=opts.expected_nucleus):
+    for item in nmr.iter_raw_frames(nmr_dir, use_processed=opts.use_processed,
+                                    expected_nucleus=opts.expected_nucleus):
         try:
             if isinstance(item, InputError):
                 raise item

@@ -68,12 +68,13 @@ def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt 
             reference_ppm: ReferencePpmOpt = None, sr_hz: SrHzOpt = None,
             processed: ProcessedOpt = False):
     """Summarise a run: frames, time span, nucleus, field, potential range, problems."""
-    from lisentry.datasets.io import bruker
+    from lisentry.datasets.io import bruker, nmr
     from lisentry.datasets.loading import load_run
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
-    listing = bruker.scan_series(nmr_dir)
+    source = nmr.detect_format(nmr_dir)
+    listing = bruker.scan_series(nmr_dir) if source.format.startswith("bruker") else None
     run = load_run(nmr_dir, opts)
-    n_folders = listing.n_folders
+    n_folders = source.n_sources
     typer.echo(f"run: {run.run_id}  ({nmr_dir})")
     typer.echo(f"{n_folders} folders, {len(run)} frames read, {len(run.skipped)} skipped")
     if len(run):
@@ -129,9 +130,9 @@ def plot(nmr_dir: NmrDir,
     """Draw the operando figure: spectra as a ppm-vs-time heat map beside the potential."""
     from lisentry.datasets.loading import load_run
     from lisentry.detector.plots import plot_run
-    from lisentry.datasets.io import bruker
+    from lisentry.datasets.io import nmr
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
-    bruker.scan_series(nmr_dir)  # a missing folder: one line (BrukerFormatError), not two
+    nmr.detect_format(nmr_dir)  # a missing folder: one line, not two
     run = load_run(nmr_dir, opts)
     if not len(run):
         _err(f"error: {nmr_dir}: no readable frame")

@@ -48,16 +48,42 @@ BRUKER_DSP_TABLE = {
 _LN2 = math.log(2.0)
 
 
-def _geom(z: complex, n: int) -> np.ndarray:
-    """``exp(z * arange(n))`` as ``exp(z q B) * exp(z r)`` (two short complex exps and one
-    broadcast product; several times faster than one long complex exp)."""
+def _geom(z: complex, n: int, scale: complex = 1.0) -> np.ndarray:
+    """``scale * exp(z * arange(n))`` as ``(scale exp(z q B)) * exp(z r)`` (two short complex
+    exps and one broadcast product; several times faster than one long complex exp)."""
     if n <= 0:
         return np.zeros(0, np.complex128)
     b = max(math.isqrt(n), 1)
     q = -(-n // b)
     small = np.exp(z * np.arange(b))
     big = np.exp((z * b) * np.arange(q))
-    return (big[:, None] * small[None, :]).ravel()[:n]
+    if scale != 1.0:
+        big *= scale
+    out = np.empty((q, b), np.complex128)
+    np.multiply(big[:, None], small[None, :], out=out)
+    return out.reshape(-1)[:n]
+
+
+def _fft():
+    """The FFT module: ``scipy.fft`` (faster, in-place capable) when present, else numpy."""
+    try:
+        import scipy.fft as sfft
+        return sfft.fft, sfft.ifft, True
+    except ImportError:                                   # pragma: no cover - scipy is a dependency
+        return np.fft.fft, np.fft.ifft, False
+
+
+_FFT, _IFFT, _SCIPY_FFT = _fft()
+
+
+def _delay_ramp(n: int, delay_pts: float, scale: complex = 1.0) -> np.ndarray:
+    """``scale * exp(-2 pi i nu delay / n)`` over the signed FFT frequency index ``nu``
+    (fftfreq order: 0..npos-1, then -n//2..-1)."""
+    z = -2j * np.pi * delay_pts / n
+    npos = n - n // 2
+    ramp = _geom(z, n, scale)
+    ramp[npos:] *= np.exp(-z * n)                        # e^{z (j - n)} = e^{z j} e^{-z n}
+    return ramp
 
 
 def group_delay_pts(decim: int, dspfvs: int, grpdly: float) -> float:
@@ -113,10 +139,9 @@ def add_digital_filter_delay(fid: np.ndarray, delay_pts: float) -> np.ndarray:
     """
     fid = np.asarray(fid, dtype=np.complex128)
     n = fid.shape[-1]
-    z = -2j * np.pi * delay_pts / n
-    npos = n - n // 2                                    # fftfreq order: 0..npos-1, -n//2..-1
-    ramp = np.concatenate([_geom(z, npos), np.exp(-z * (n // 2)) * _geom(z, n // 2)])
-    return np.fft.ifft(np.fft.fft(fid, axis=-1) * ramp, axis=-1)
+    spec = _FFT(fid, axis=-1)
+    spec *= _delay_ramp(n, delay_pts)
+    return _IFFT(spec, axis=-1, overwrite_x=True) if _SCIPY_FFT else _IFFT(spec, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -402,15 +427,22 @@ def clean_fid(lines: Sequence[Line], acq: AcquisitionConfig, ref_drift_ppm: floa
     z = (2j * np.pi * f - np.pi * wl) / acq.sw_Hz
     cg = (np.pi * wg / acq.sw_Hz) ** 2 / (4.0 * _LN2)     # Gaussian: exp(-cg n^2)
     tol = 30.0                                            # -ln(1e-13)
+    ms = np.full(len(lines), n)
+    pos = wl > 0
+    ms[pos] = np.minimum(n, (tol * acq.sw_Hz / (np.pi * wl[pos])).astype(np.int64) + 1)
+    gauss = cg > 0
+    ms[gauss] = np.minimum(ms[gauss], np.sqrt(tol / cg[gauss]).astype(np.int64) + 1)
+    mg = int(ms[gauss].max()) if gauss.any() else 0
+    k2 = np.arange(mg, dtype=float) ** 2                  # shared n^2 axis of the Gaussians
+    env = np.empty(mg)
     for i in range(len(lines)):
-        m = n
-        if wl[i] > 0:
-            m = min(m, int(tol * acq.sw_Hz / (np.pi * wl[i])) + 1)
-        if cg[i] > 0:
-            m = min(m, int(math.sqrt(tol / cg[i])) + 1)
-        seg = amp[i] * _geom(z[i], m)
-        if cg[i] > 0:
-            seg *= np.exp(-cg[i] * np.arange(m, dtype=float) ** 2)
+        m = int(ms[i])
+        seg = _geom(z[i], m, amp[i])
+        if gauss[i]:
+            e = env[:m]
+            np.multiply(k2[:m], -cg[i], out=e)
+            np.exp(e, out=e)
+            seg *= e
         out[:m] += seg
     # The digital filter band-limits the step at t = 0, so the sampled onset is at half
     # height: halving the first point keeps the spectrum free of a DC offset (areas exact).
@@ -466,14 +498,21 @@ def synthesize_fid(lines: Sequence[Line], acq: AcquisitionConfig, rng: np.random
         fid[:k] += height * np.asarray(art.roll[:k], np.complex128)
     g = acq.group_delay_pts
     delta1 = art.phc1_deg / 360.0                         # first-order phase as a time shift
-    fid = add_digital_filter_delay(fid, g + delta1)
     alpha = math.radians(art.phc0_deg) + math.pi * (g + delta1)
-    fid *= np.exp(1j * alpha)
+    # One FFT pair: the delay (linear phase), the zero-order phase (a constant folded into
+    # the ramp) and the DC offset (a constant in time = bin 0) are applied on the spectrum.
+    spec = _FFT(fid, overwrite_x=True) if _SCIPY_FFT else _FFT(fid)
+    spec *= _delay_ramp(n, g + delta1, complex(math.cos(alpha), math.sin(alpha)))
+    if art.dc_rel:
+        spec[0] += height * complex(art.dc_rel)          # ifft divides by n: height * dc / n
+    fid = _IFFT(spec, overwrite_x=True) if _SCIPY_FFT else _IFFT(spec)
     sigma = acq.noise_sigma() if art.noise else 0.0
     if sigma > 0:
-        fid += sigma * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
-    if art.dc_rel:
-        fid += height * complex(art.dc_rel) / n
+        # one draw of 2n normals is the same stream as n real then n imaginary draws
+        r = rng.standard_normal(2 * n)
+        r *= sigma
+        fid.real += r[:n]
+        fid.imag += r[n:]
     params = AcquisitionParams(
         nucleus=acq.nucleus, sfo1_MHz=acq.sfo1_MHz, bf1_MHz=acq.bf1_MHz, o1_Hz=acq.o1_Hz,
         sw_Hz=acq.sw_Hz, td=acq.td, ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, group_delay_pts=g,
