@@ -71,6 +71,7 @@ def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt 
     from lisentry.datasets.io import bruker, nmr
     from lisentry.datasets.loading import load_run
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    _require_dir(nmr_dir)
     source = nmr.detect_format(nmr_dir)
     listing = bruker.scan_series(nmr_dir) if source.format.startswith("bruker") else None
     run = load_run(nmr_dir, opts)
@@ -105,6 +106,12 @@ def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt 
         raise typer.Exit(1)
 
 
+def _require_dir(path: Path) -> None:
+    from lisentry.datasets.errors import InputError
+    if not Path(path).is_dir():
+        raise InputError(path, "NMR folder missing")
+
+
 def _median_period_min(run) -> float:
     import numpy as np
     t = run.t_s()
@@ -132,7 +139,7 @@ def plot(nmr_dir: NmrDir,
     from lisentry.detector.plots import plot_run
     from lisentry.datasets.io import nmr
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
-    nmr.detect_format(nmr_dir)  # a missing folder: one line, not two
+    _require_dir(nmr_dir)  # a missing folder: one line, not two
     run = load_run(nmr_dir, opts)
     if not len(run):
         _err(f"error: {nmr_dir}: no readable frame")

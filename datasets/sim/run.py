@@ -69,6 +69,25 @@ def _acq_config(fam: Family, rng: np.random.Generator, randomize: bool) -> Acqui
     return cfg
 
 
+#: Family ``nmr`` keys that lines_from_latent takes per frame (the rest are line shapes).
+_FRAME_NMR_KEYS = ("electrolyte_shift_ppm", "metal_shift_ppm", "ce_orientation_deg", "host_kind")
+
+
+def nmr_for_family(fam: Family) -> tuple[NMRParams, dict]:
+    """Line-shape parameters and the per-frame NMR settings (shifts, orientation, host) of a
+    family, so that its (randomized) ``nmr`` section reaches the spectra."""
+    d = dict(fam.nmr)
+    fields = NMRParams.__dataclass_fields__
+    shapes = {k: v for k, v in d.items() if k in fields}
+    host_shift = d.get("host_shift_ppm")
+    if host_shift is not None:
+        key = {"hard_carbon": "hc_shift_ppm", "graphite": "graphite_shift_ppm"}.get(d.get("host_kind", "hard_carbon"))
+        if key in fields:
+            shapes[key] = float(host_shift)
+    nmr = NMRParams.from_dict(shapes) if shapes else NMRParams()
+    return nmr, {k: d[k] for k in _FRAME_NMR_KEYS if k in d}
+
+
 def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
                  horizon_s: float = 3600.0, start: datetime | None = None,
                  run_id: str | None = None, max_frames: int | None = None,
@@ -104,15 +123,14 @@ def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
     starts_s = first + period * np.arange(n)
     mids_s = starts_s + duration / 2
     latent = traj.latent_at(mids_s)
-    nmr = NMRParams.from_dict({k: v for k, v in fam.nmr.items() if k in NMRParams.__dataclass_fields__}) \
-        if hasattr(NMRParams, "from_dict") else NMRParams()
+    nmr, frame_nmr = nmr_for_family(fam)
     start = start or (datetime(2024, 1, 1, tzinfo=timezone.utc)
                       + timedelta(seconds=int(rng.integers(0, 365 * 86400))))
     arts = draw_run_artefacts(n, rng, artefacts)
     raws, latents = [], []
     for k in range(n):
         lat = {key: float(v[k]) for key, v in latent.items()}
-        lines = lines_from_latent(lat, nmr)
+        lines = lines_from_latent({**lat, **frame_nmr}, nmr)
         fid, params = synthesize_fid(lines, acq_cfg, rng, frame_artefacts=arts[k])
         t_a = start + timedelta(seconds=float(starts_s[k]))
         raws.append(make_raw_frame(fid, params, t_a, t_a + timedelta(seconds=duration),
