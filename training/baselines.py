@@ -803,7 +803,7 @@ class MiniRocketBaseline(_Baseline):
 
     def __init__(self, window: int = 8, n_bins: int = 64, n_features: int = 4032,
                  n_groups: int = 8, alphas: Sequence[float] = tuple(np.logspace(-3, 4, 15)),
-                 max_train_frames: int = 20000, random_state: int = 0):
+                 max_train_frames: int = 8000, random_state: int = 0):
         self.window = window
         self.n_bins = n_bins
         self.n_features = n_features
