@@ -33,17 +33,16 @@ import numpy as np
 from lisentry.datasets.errors import EchemFormatError
 from lisentry.datasets.io.potentiostat import (
     START_HINT,
+    reconcile_start,
     EchemLog,
     _decode,
     _gap_notes,
     _monotonic_keep,
     _parse_datetime_text,
-    _resolve_start,
     _split_complete,
     _start_parser,
     _zone,
     read_delimited,
-    to_utc_datetime,
 )
 
 __all__ = ["read_mpt", "read_eclab_text", "read_mpr", "parse_mpt_header", "write_mpt", "append_mpt_rows",
@@ -213,14 +212,7 @@ def read_mpr(path: str | Path, *, start=None, tz: str | None = None, clock_offse
             path, f"no potential column (Ewe/V, <Ewe>/V, Ecell/V) (columns: {', '.join(names)})")
     notes: list[str] = []
     file_start = getattr(mpr, "timestamp", None)
-    start_utc = _resolve_start(start, tz)
-    if start_utc is not None and file_start is not None:
-        fs = to_utc_datetime(file_start, tz)
-        if abs(fs.timestamp() - start_utc.timestamp()) > 1e-3:
-            notes.append(f"start given by the caller ({start_utc.isoformat()}) overrides the "
-                         f"file's ({fs.isoformat()})")
-    elif file_start is not None:
-        start_utc = to_utc_datetime(file_start, tz)
+    start_utc = reconcile_start(start, file_start, tz, notes)
     if start_utc is None:
         raise EchemFormatError(path, f"the .mpr has no acquisition timestamp (no LOG module); {START_HINT}")
     if current_sign is not None and current_sign not in (1, -1):

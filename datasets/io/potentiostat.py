@@ -813,6 +813,20 @@ def _split_complete(text: str) -> tuple[list[str], str | None]:
     return [p.rstrip("\r") for p in parts], (tail if tail != "" else None)
 
 
+def reconcile_start(start, file_start, tz: str | None, notes: list[str]) -> datetime | None:
+    """The log's UTC start: the caller's ``start`` wins over the file's own (noted in
+    ``notes`` when they differ), else the file's, else None."""
+    start_utc = _resolve_start(start, tz) if start is not None else None
+    if start_utc is not None and file_start is not None:
+        fs = to_utc_datetime(file_start, tz)
+        if abs(fs.timestamp() - start_utc.timestamp()) > 1e-3:
+            notes.append(f"start given by the caller ({start_utc.isoformat()}) overrides the "
+                         f"file's ({fs.isoformat()})")
+    elif file_start is not None:
+        start_utc = to_utc_datetime(file_start, tz)
+    return start_utc
+
+
 def _resolve_start(start, tz) -> datetime | None:
     if start is None:
         return None
@@ -881,14 +895,7 @@ def _start_parser(path, raw, *, start, tz, current_sign, time_col, potential_col
                           current_col=current_col, current_sign=current_sign)
     parser = _TableParser(path, layout, tz=tz)
     notes = list(extra_notes)
-    start_utc = _resolve_start(start, tz) if start is not None else None
-    if start_utc is not None and file_start is not None:
-        fs = to_utc_datetime(file_start, tz)
-        if abs(fs.timestamp() - start_utc.timestamp()) > 1e-3:
-            notes.append(f"start given by the caller ({start_utc.isoformat()}) overrides the "
-                         f"file's ({fs.isoformat()})")
-    elif file_start is not None:
-        start_utc = to_utc_datetime(file_start, tz)
+    start_utc = reconcile_start(start, file_start, tz, notes)
     data = lines[header_line:] if len(lines) >= header_line else []
     if final:
         last = tail if (tail is not None and len(lines) >= header_line) else None
