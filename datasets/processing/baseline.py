@@ -32,7 +32,7 @@ def _median(a: np.ndarray) -> float:
 
 #: Above this many points the robust fit runs on an evenly strided subset (a cubic baseline
 #: has no detail that needs more; the baseline is still evaluated on every point).
-POLY_FIT_MAX_POINTS = 4096
+POLY_FIT_MAX_POINTS = 2048
 
 
 @lru_cache(maxsize=16)
