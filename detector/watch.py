@@ -79,6 +79,7 @@ class Watcher:
                                           clock_offset_s=opts.clock_offset_s)
         self._restore()
         self._waiting_since: dict = {}
+        self._signatures: dict = {}
         self._stop = False
         self.n_emitted = 0
 
@@ -137,8 +138,30 @@ class Watcher:
                 st = "complete"
             if st != "complete":
                 break  # keep acquisition order: wait for this one
+            if not self._settled(expno, path):
+                break
             out.append((expno, path, "exp"))
         return out
+
+    def _settled(self, expno: int, path: Path) -> bool:
+        """With only weak evidence of completion (no ``audita.txt`` end entry, no later
+        experiment started: a non-zero fid plus an acqus DATE), take the frame only once its
+        files have not changed between two polls, so that a fid caught between TopSpin's
+        writes of the data and of the final ``acqus`` is not read with the start-time DATE."""
+        if (path / "audita.txt").exists() or bruker._successor_started(path):
+            return True
+        sig = []
+        for name in ("acqus", "fid", "ser"):
+            try:
+                st = (path / name).stat()
+                sig.append((name, st.st_mtime_ns, st.st_size))
+            except OSError:
+                pass
+        sig = tuple(sig)
+        if self._signatures.get(expno) == sig:
+            return True
+        self._signatures[expno] = sig
+        return False
 
     def _echem_ready(self, raw) -> bool:
         if self.follower is None:
