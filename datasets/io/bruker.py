@@ -383,8 +383,8 @@ def _parse_time(text: str) -> datetime:
     if not m:
         raise ValueError(f"bad time {text!r}")
     frac = (m.group(3) or ".0")[1:7].ljust(6, "0")
-    dt = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S")
-    dt = dt.replace(microsecond=int(frac))
+    # fromisoformat on the matched fields: same result as strptime, ~10x cheaper per frame
+    dt = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}").replace(microsecond=int(frac))
     tz = m.group(4)
     if tz is None:
         raise ValueError(f"time without zone {text!r}")
