@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 from numpy.lib.array_utils import byte_bounds
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_read import table  # noqa: E402  (one report format for all benchmarks)
 
 TARGET_FPS = 200.0
 
@@ -108,15 +110,6 @@ def lazy_check(out: Path) -> dict:
             "view_memmap": isinstance(view.spectra, np.memmap),
             "rows_only": (lo - lo_all == expect_lo) and (hi - lo == expect_n),
             "run_bytes": hi - lo, "file_bytes": hi_all - lo_all, "value": first}
-
-
-def table(rows: list[tuple], headers: tuple) -> str:
-    cells = [tuple(str(c) for c in r) for r in [headers, *rows]]
-    w = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
-             for r in cells]
-    lines.insert(1, "  ".join("-" * x for x in w))
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

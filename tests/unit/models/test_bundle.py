@@ -18,15 +18,6 @@ GRID = {"min": 0.0, "max": 31.5, "step": 0.5}  # 64 points
 PROC = {"apodization_hz": 50.0, "zero_fill": 2, "phase": {"mode": "frozen", "p0": 12.5}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(n_ppm: int = 64, seed: int = 0) -> LisentryNet:
     torch.manual_seed(seed)
     return LisentryNet(n_ppm=n_ppm, hidden=8, channels=(4, 4), pooled_bins=4,

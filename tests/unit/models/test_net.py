@@ -12,15 +12,6 @@ from lisentry.models.net import AUX_DEFAULT, LisentryNet, aux_loss, classificati
 P = 96  # a small ppm grid keeps the tests fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_net(seed: int = 0, **kw) -> LisentryNet:
     torch.manual_seed(seed)
     return LisentryNet(n_ppm=P, n_echem=N_ECHEM, hidden=24, channels=(8, 8, 8),
