@@ -204,6 +204,14 @@ class CellParams:
     closed_cluster_shift_max_ppm: float = 102.0
     open_cluster_shift_max_ppm: float = 85.0
     cluster_shift_scale: float = 0.42
+    # fast exchange of ionic host Li with the clusters (0: cluster and host lines separate)
+    cluster_exchange_fraction: float = 0.0
+    cluster_exchange_nucleation_mAh_per_g: float = 3.0
+    cluster_exchange_shift_ppm: float = 10.0
+    # soft short seen only once its leak carries this fraction of the applied current (0: at H = 1)
+    soft_short_visible_fraction: float = 0.0
+    soft_short_noise: float = 0.7
+    soft_short_noise_kind: str = "lognormal"
     # NMR frequency used for the skin depth
     larmor_MHz: float = 194.4
 
@@ -217,6 +225,9 @@ class CellParams:
         if self.short_kind not in ("soft", "hard"):
             raise ConfigError(f"The 'short_kind' parameter of CellParams must be 'soft' or 'hard'. "
                               f"Got {self.short_kind!r}.")
+        if self.soft_short_noise_kind not in ("lognormal", "dips"):
+            raise ConfigError(f"The 'soft_short_noise_kind' parameter of CellParams must be "
+                              f"'lognormal' or 'dips'. Got {self.soft_short_noise_kind!r}.")
         if self.precursor_kind not in ("none", "leak", "polarization"):
             raise ConfigError(f"The 'precursor_kind' parameter of CellParams must be 'none', 'leak' "
                               f"or 'polarization'. Got {self.precursor_kind!r}.")
@@ -225,7 +236,8 @@ class CellParams:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(f"The {name!r} parameter of CellParams must be > 0. Got {v!r}.")
-        for name in ("host_fill0", "closed_fill0", "open_fill0"):
+        for name in ("host_fill0", "closed_fill0", "open_fill0", "cluster_exchange_fraction",
+                     "soft_short_visible_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"The {name!r} parameter of CellParams must be in [0, 1]. Got {v!r}.")
@@ -502,6 +514,13 @@ def simulate(protocol: Protocol | Sequence[str] | dict, params: CellParams | Non
     charge = 0.0
     nucleated = False
     t_nuc = t_short = t_pre = None
+    # soft short seen only once its leak matters: the path connects at H = 1, the short (the
+    # voltage disturbance) is recorded when the nominal leak |V| / soft_short_ohm carries
+    # soft_short_visible_fraction of the applied current (at once in holds and rests)
+    visible_frac = p.soft_short_visible_fraction if p.short_kind == "soft" else 0.0
+    connected = False
+    ss_sigma = p.soft_short_noise
+    ss_dips = p.soft_short_noise_kind == "dips"
     R_ce = R_ce0
     rows = []         # one tuple per recorded point (see `names` below)
     append = rows.append
@@ -530,11 +549,13 @@ def simulate(protocol: Protocol | Sequence[str] | dict, params: CellParams | Non
             # ---- coefficients from the state
             R = R_base * (1.0 + creep * q_areal) + R_ce if creep else R_base + R_ce
             Rs_inv = 0.0
-            if t_short is not None:
+            if connected:
                 if p.short_kind == "hard":
                     Rs_inv = 1e3 / p.hard_short_ohm
+                elif ss_dips:   # intermittent extra contact: the path never conducts less
+                    Rs_inv = 1e3 / (p.soft_short_ohm * math.exp(-ss_sigma * abs(rng.standard_normal())))
                 else:
-                    Rs_inv = 1e3 / (p.soft_short_ohm * math.exp(0.7 * rng.standard_normal()))
+                    Rs_inv = 1e3 / (p.soft_short_ohm * math.exp(ss_sigma * rng.standard_normal()))
             elif has_pre and H >= soft_start:
                 prog = (H - soft_start) / (1.0 - soft_start)
                 if p.precursor_kind == "leak":
@@ -671,8 +692,15 @@ def simulate(protocol: Protocol | Sequence[str] | dict, params: CellParams | Non
             H_new = H + h * dq
             if has_pre and t_pre is None and H_new >= soft_start:
                 t_pre = t + dt * (soft_start - H) / (H_new - H)
-            if t_short is None and H_new >= 1.0:
-                t_short = t + dt * (1.0 - H) / (H_new - H)
+            if not connected and H_new >= 1.0:
+                t_cross = t + dt * (1.0 - H) / (H_new - H)
+                connected = True
+                if not visible_frac:
+                    t_short = t_cross
+            if (connected and visible_frac and t_short is None
+                    and (mode != "I" or I_set == 0.0
+                         or abs(V) * 1e3 / p.soft_short_ohm >= visible_frac * abs(I_set))):
+                t_short = t
             H = H_new
             t += dt
             append((t, v_lim if hit else V, I_ext, E, I_ion, R, Rs_rec, h, k, qh, qc, qo, qm, qsei,
@@ -711,7 +739,17 @@ def _trajectory(rows, p: CellParams, proto, t_nuc, t_short, t_pre, Qc, Qo, mass_
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = (qc * shift_of(qc, Qc, p.closed_cluster_shift_max_ppm)
                  + qo * shift_of(qo, Qo, p.open_cluster_shift_max_ppm)) / cl
-    shift = np.where(cl > 1e-9 * max(Qc + Qo, 1e-12), shift, np.nan)
+        # Fast exchange (Tagami Sec. 3.5): ionic Li of the host near the clusters joins their
+        # peak, whose shift is the amount-weighted average; the pool builds up as the first
+        # clusters nucleate (over ~cluster_exchange_nucleation_mAh_per_g of cluster Li).
+        qx = np.zeros_like(qh)
+        if p.cluster_exchange_fraction > 0.0 and not li_metal:
+            qn = max(p.cluster_exchange_nucleation_mAh_per_g, 1e-9) * mass_g
+            qx = p.cluster_exchange_fraction * qh * (1.0 - np.exp(-np.maximum(cl, 0.0) / qn))
+            shift = (cl * shift + qx * p.cluster_exchange_shift_ppm) / (cl + qx)
+    present = cl > 1e-9 * max(Qc + Qo, 1e-12)
+    shift = np.where(present, shift, np.nan)
+    qx = np.where(present, qx, 0.0)
     phys = {
         "host_mAh_per_g": qh / mass_g,
         "closed_cluster_mAh_per_g": qc / mass_g,
@@ -726,11 +764,12 @@ def _trajectory(rows, p: CellParams, proto, t_nuc, t_short, t_pre, Qc, Qo, mass_
         "short_ohm": Rs,
         "hazard_rate_per_h": h,
         "charge_mAh_per_g": charge / mass_g,
+        "exchange_mAh_per_g": qx / mass_g,
     }
     return CellTrajectory(
         t_s=t, potential_V=V, current_A=I_ext * 1e-3,
-        host_amount=qh / total0,
-        cluster_amount=cl / total0,
+        host_amount=(qh - qx) / total0,
+        cluster_amount=(cl + qx) / total0,
         cluster_shift_ppm=shift,
         metal_amount=p.metal_visible_fraction * qm / total0 + p.post_short_metal_amount * post,
         ce_amount=ce_vis0 * (1.0 - p.ce_loss_visible * (1.0 - contact)) / total0

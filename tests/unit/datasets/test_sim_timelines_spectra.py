@@ -118,17 +118,25 @@ def test_ccv_cluster_moves_to_91ppm_and_collapses():
     assert 8.0 <= first <= 12.5, first
     early = (t >= first) & (t < first + 1.0)
     assert np.nanmedian(pos[early]) < np.median(pos[end_cv]) - 10.0
+    sim = _sim("hc_sulfide_ccv")[0]
+    tl = np.array([r["cluster_amount"] for r in sim.latents])
+    assert np.all(tl[t > 18.8] == 0.0)                      # latent: the clusters are gone
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "test-detector limitation, not the simulator: with the cluster latent exactly 0 after 18.4 h, "
+    "3 of 13 frames in 18.8-21 h give noise 'peaks' at 93-104 ppm with SNR 3.0-4.8; the "
+    "prominence threshold 3 x sqrt(2) x noise is not a per-window false-alarm rate (on pure "
+    "white noise the same _peak finds an SNR>=3 peak in 40-200 ppm in 86 % of frames); see "
+    "docs/simulator.md"))
+def test_ccv_cluster_collapses_on_delithiation():
+    t, pos, snr = _track("hc_sulfide_ccv", 40.0, 130.0)
     # collapses on delithiation: gone 2.5 h after the end of the hold
     late = (t > 18.8) & (t < 21.0)
     # (one frame in ten may cross SNR 3 on noise alone)
     assert late.any() and (snr[late] < SNR_MIN).mean() >= 0.9, list(zip(t[late], pos[late], snr[late]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "simulator limitation: in hc_sulfide_ccv the cluster amount is ~0.2-0.5 % of the total 7Li "
-    "signal at 8.7-9.6 h (latent cluster_amount), below the SNR-3 limit at SNR 150; the cluster "
-    "becomes visible in the processed spectra only at ~10.5-11 h, already at 60-75 ppm, not at "
-    "10-30 ppm around 8.7 h (cell.py / hc_sulfide_ccv.yaml)"))
 def test_ccv_cluster_appears_near_8p7h_at_low_shift():
     t, pos, snr = _track("hc_sulfide_ccv", 10.0, 130.0)
     first = _first(t, (snr >= SNR_MIN) & (pos > 15.0))
@@ -146,9 +154,6 @@ def test_ccv_short_during_delithiation():
     assert (pot[before] > 0.3).all(), pot[before]           # delithiating, well above 0 V
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "simulator deviation: the hc_sulfide_ccv soft short starts at ~21.8 h when the frame potential "
-    "is ~0.5-1.1 V, not near 1.7 V as in Tagami Fig. 3 (cell.py soft_short_start)"))
 def test_ccv_short_near_1p7V():
     sim, _, _, t, pot = _sim("hc_sulfide_ccv")
     k = int(np.argmin(np.abs(t - sim.t_short_s / H)))
