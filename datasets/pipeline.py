@@ -46,7 +46,8 @@ from lisentry.datasets.processing.baseline import als_baseline, poly_baseline
 from lisentry.datasets.processing.fourier import (bruker_real_spectrum, bruker_spectrum,
                                                   cached_ppm_axis)
 from lisentry.datasets.processing.phase import estimate_phase
-from lisentry.datasets.processing.resample import grid_support, resample_to_grid
+from lisentry.datasets.processing.resample import (grid_support, resample_support,
+                                                  resample_to_grid)
 
 __all__ = ["ProcessingConfig", "Pipeline", "PHASE_MODES", "BASELINE_MODES"]
 
@@ -375,7 +376,7 @@ class Pipeline:
         fid = np.asarray(raw.fid)
         if fid.ndim != 1 or fid.size < 8:
             raise InputError(raw.source, f"FID must be 1-D with >= 8 points, got shape {fid.shape}")
-        if not np.all(np.isfinite(fid)):
+        if not np.isfinite(fid.sum()) and not np.all(np.isfinite(fid)):   # sum: cheap test
             raise InputError(raw.source, "FID has non-finite values")
         for name in ("sw_Hz", "sfo1_MHz", "bf1_MHz"):
             v = getattr(acq, name)
@@ -385,9 +386,13 @@ class Pipeline:
         if cfg.max_points is not None:
             fid = fid[: cfg.max_points]
         n = fid.size
-        fid = fid.astype(np.complex128)                # a copy: the input is never modified
-        if cfg.dc_correct:
-            fid -= fid[n - max(1, n // 4):].mean()
+        if cfg.dc_correct:                             # a new array: the input is never modified
+            tail = fid[n - max(1, n // 4):]
+            if tail.dtype != np.complex128:
+                tail = tail.astype(np.complex128)
+            fid = np.subtract(fid, tail.mean(), dtype=np.complex128)
+        else:
+            fid = fid.astype(np.complex128)
         if cfg.lb_Hz > 0:
             fid *= _em_window(n, float(cfg.lb_Hz), float(acq.sw_Hz))
         if cfg.zero_fill <= 16:
@@ -405,9 +410,8 @@ class Pipeline:
             ppm = self._shifted_axis(ppm, self.ref_shift_ppm_)
         # only the points the grid needs are phased (the rest of the window is not used)
         start, stop = grid_support(ppm, self._grid)
-        real = np.zeros(size)
-        real[start:stop] = bruker_real_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
-        out = resample_to_grid(ppm, real, self._grid)
+        part = bruker_real_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
+        out = resample_support(ppm, part, self._grid)
         return self._baseline(out)
 
     def _shifted_axis(self, ppm: np.ndarray, shift: float) -> np.ndarray:

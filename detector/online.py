@@ -18,7 +18,8 @@ import torch
 
 from lisentry.datasets.errors import InputError
 from lisentry.datasets.frame import CLASSES, Frame
-from lisentry.detector.hysteresis import AlarmPolicy, HysteresisLabeller, smooth_labels
+from lisentry.detector.hysteresis import (AlarmPolicy, HysteresisLabeller, cumulative_scores,
+                                          smooth_labels)
 from lisentry.models.bundle import Bundle
 from lisentry.models.calibration import energy_score, softmax_t
 from lisentry.models.features import EchemFeatureState, echem_features
@@ -57,6 +58,7 @@ class OnlineDetector:
         self.ood_threshold = bundle.ood_threshold
         self.policy = policy or policy_from_card(bundle.card)
         self.grid = bundle.ppm_grid
+        self._grid_checked = None
         self.reset()
 
     # ---------------------------------------------------------------- river API
@@ -78,13 +80,25 @@ class OnlineDetector:
         if frame.intensity.shape != self.grid.shape:
             raise InputError(frame.source, f"spectrum has {frame.intensity.shape[0]} grid points; "
                                            f"the model takes {self.grid.shape[0]}")
-        grid = np.asarray(frame.ppm_grid, dtype=float)
-        if grid.shape != self.grid.shape or not np.allclose(grid, self.grid, rtol=0, atol=1e-6):
+        if frame.ppm_grid is self._grid_checked:      # the pipeline's one read-only grid
+            pass
+        elif not self._grid_matches(frame.ppm_grid):
+            grid = np.asarray(frame.ppm_grid, dtype=float)
             raise InputError(frame.source, f"ppm grid {grid[0]:g}..{grid[-1]:g} ppm differs from "
                                            f"the model's {self.grid[0]:g}..{self.grid[-1]:g} ppm")
         if frame.nucleus != self.bundle.nucleus:
             raise InputError(frame.source, f"nucleus {frame.nucleus} but the model is for "
                                            f"{self.bundle.nucleus}")
+
+    def _grid_matches(self, ppm_grid) -> bool:
+        """The frame's grid equals the model's (to 1e-6 ppm); a read-only grid that matched
+        is remembered, so the frames of a run (which share their pipeline's grid) are
+        compared once."""
+        grid = np.asarray(ppm_grid, dtype=float)
+        ok = grid.shape == self.grid.shape and bool(np.allclose(grid, self.grid, rtol=0, atol=1e-6))
+        if ok and isinstance(ppm_grid, np.ndarray) and not ppm_grid.flags.writeable:
+            self._grid_checked = ppm_grid
+        return ok
 
     @torch.no_grad()
     def update(self, frame: Frame) -> None:
@@ -189,8 +203,12 @@ class OnlineDetector:
         self._state = out["state"]
         for f in frames:
             self._echem.update(f.t_s, f.potential_V, f.current_A, f.charge_C)
-        for p in proba:
-            self._hyst.update(dict(zip(CLASSES, map(float, p))))
+        if tuple(self.policy.classes) == tuple(CLASSES):
+            for s in cumulative_scores(proba):        # = update() on each row's mapping
+                self._hyst._step(s)
+        else:
+            for p in proba:
+                self._hyst.update(dict(zip(CLASSES, map(float, p))))
         self._proba = dict(zip(CLASSES, map(float, proba[-1])))
         self.last_row = rows[-1]
         self.n_seen = len(frames)

@@ -197,11 +197,54 @@ def _dumps_line(event: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------------------------------
 # labels / skipped / provenance
 # ---------------------------------------------------------------------------------------
+_INT_TYPES = frozenset({int, np.int64, np.int32})
+_NUM_TYPES = _INT_TYPES | {float, np.float64, np.float32}
+
+
+def _str_cell(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _labels_frame_fast(rows: list) -> pd.DataFrame | None:
+    """The table of :func:`_labels_frame` built column by column, for the usual input (every
+    row has the same keys, including all ``LABEL_COLUMNS``; ints in the int columns, numbers
+    or None in the float columns); None otherwise (the general path decides)."""
+    keys = tuple(rows[0])
+    if any(c not in rows[0] for c in LABEL_COLUMNS) or any(tuple(r) != keys for r in rows):
+        return None
+    extra = [c for c in keys if c not in LABEL_COLUMNS]
+    cols: dict = {}
+    for c in LABEL_COLUMNS:
+        values = [r[c] for r in rows]
+        if c in _INT_COLUMNS:
+            if not all(v.__class__ in _INT_TYPES for v in values):
+                return None
+            cols[c] = np.asarray(values, dtype=np.int64)
+        elif c in _STR_COLUMNS:
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = [_str_cell(v) for v in values]
+            cols[c] = arr
+        else:
+            if not all(v is None or v.__class__ in _NUM_TYPES for v in values):
+                return None
+            cols[c] = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+    for c in extra:
+        cols[c] = [r[c] for r in rows]
+    df = pd.DataFrame(cols, columns=list(LABEL_COLUMNS) + extra)
+    for c in _STR_COLUMNS:                  # object, as the general path leaves them
+        df[c] = df[c].astype(object)
+    return df
+
+
 def _labels_frame(rows_or_df: Any) -> pd.DataFrame:
     if isinstance(rows_or_df, pd.DataFrame):
         df = rows_or_df.reset_index(drop=True).copy()
     else:
         rows = list(rows_or_df)
+        if rows and isinstance(rows[0], Mapping):
+            fast = _labels_frame_fast(rows)
+            if fast is not None:
+                return fast
         df = pd.DataFrame.from_records([dict(r) for r in rows]) if rows else pd.DataFrame(
             columns=list(LABEL_COLUMNS))
     missing = [c for c in LABEL_COLUMNS if c not in df.columns]
@@ -214,8 +257,7 @@ def _labels_frame(rows_or_df: Any) -> pd.DataFrame:
         if c in _INT_COLUMNS:
             df[c] = df[c].astype("int64")
         elif c in _STR_COLUMNS:
-            df[c] = df[c].map(lambda v: "" if v is None or (isinstance(v, float) and
-                                                             math.isnan(v)) else str(v))
+            df[c] = df[c].map(_str_cell)
             df[c] = df[c].astype(object)
         else:
             df[c] = pd.to_numeric(df[c], errors="raise").astype("float64")

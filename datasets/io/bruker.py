@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -111,12 +112,11 @@ def read_jcamp_params(path: str | Path, *, kind: str = "Parameter file") -> dict
         Missing, unreadable or malformed file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BrukerFormatError(path, "missing")
-    try:
-        text = path.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
+    return _parse_params(_read_text(path), path)
+
+
+def _parse_params(text: str, path: Path) -> dict:
+    """:func:`read_jcamp_params` of a file's text (``path`` names it in errors)."""
     if not text.lstrip().startswith("##TITLE="):
         raise BrukerFormatError(path, "not a JCAMP-DX parameter file (no ##TITLE= line)")
     if "##END=" not in text:
@@ -260,6 +260,20 @@ def _parse_jcamp_text(text: str) -> tuple[dict, dict]:
             pass
     dic = _ngb.parse_jcamp_file(io.StringIO(text), {"_coreheader": [], "_comments": []})
     return dic, {k: _array_problem(v) for k, v in dic.items() if not k.startswith("_")}
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (latin-1, universal newlines) in one ``open``: a missing file or a
+    folder in its place is "missing", any other failure "cannot be read"."""
+    try:
+        with open(path, encoding="latin-1") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise BrukerFormatError(path, "missing") from None
+    except OSError as exc:
+        if path.is_dir():                        # Windows: PermissionError on a folder
+            raise BrukerFormatError(path, "missing") from None
+        raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
 def _short(exc: BaseException) -> str:
@@ -457,7 +471,10 @@ def _acq_params(acqus: dict, path: Path, expected_nucleus: str | None,
         if key not in acqus:
             raise BrukerFormatError(path, f"{key} missing{_NEEDED.get(key, '')}")
     for key in _NUMERIC:
-        _num(acqus, key, path, required=False)
+        v = acqus.get(key)
+        if v is not None and not ((v.__class__ is float or v.__class__ is int)
+                                  and math.isfinite(v)):
+            _num(acqus, key, path, required=False)      # raises the error (or accepts)
     nucleus = acqus["NUC1"]
     if not isinstance(nucleus, str) or not nucleus.strip() or nucleus.strip() == "off":
         raise BrukerFormatError(path, f"NUC1 invalid: {str(nucleus)[:20]!r}")
@@ -484,8 +501,7 @@ def _acq_params(acqus: dict, path: Path, expected_nucleus: str | None,
         raise BrukerFormatError(path, f"NS={ns} must be >= 1")
     ds = _num(acqus, "DS", path, required=False, default=0)
     d = acqus.get("D", [])
-    if d and (not isinstance(d, list) or len(d) < 2 or not all(
-            isinstance(v, (int, float)) and math.isfinite(v) for v in d)):
+    if d and not _d_array_ok(d):
         raise BrukerFormatError(path, "D array malformed")
     d1 = float(d[1]) if d else 0.0
     gd = group_delay_from_acqus(acqus, path)
@@ -504,20 +520,51 @@ def _acq_params(acqus: dict, path: Path, expected_nucleus: str | None,
         sr_Hz=sr, extra=extra)
 
 
-def _read_procs(expdir: Path) -> dict | None:
-    p = expdir / "pdata" / "1" / "procs"
-    if not p.exists():
+_D_OK: set = set()       # D arrays already checked (the same in every frame of a run)
+
+
+def _d_array_ok(d) -> bool:
+    """A list of >= 2 finite numbers (remembered once seen: same values, same answer)."""
+    if not isinstance(d, list):
+        return False
+    key = tuple(d)
+    if key in _D_OK:
+        return True
+    ok = len(d) >= 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in d)
+    if ok:
+        if len(_D_OK) > 1024:
+            _D_OK.clear()
+        _D_OK.add(key)
+    return ok
+
+
+def _listing(folder: Path) -> frozenset | None:
+    """Names in ``folder`` (one system call), or None when it is not a readable folder."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
         return None
-    procs = read_jcamp_params(p)
+
+
+def _read_procs(expdir: Path) -> dict | None:
+    p = expdir / "pdata/1/procs"
+    try:
+        text = _read_text(p)
+    except BrukerFormatError:
+        if not p.exists():
+            return None
+        raise
+    procs = _parse_params(text, p)
     for key in ("SF", "PHC0", "PHC1", "SI", "OFFSET", "SW_p"):
         if key in procs:
             _num(procs, key, p)
     return procs
 
 
-def _times(expdir: Path, acqus: dict, acq: AcquisitionParams) -> tuple[datetime, datetime, str]:
+def _times(expdir: Path, acqus: dict, acq: AcquisitionParams, has_audita: bool | None = None
+           ) -> tuple[datetime, datetime, str]:
     audita = expdir / "audita.txt"
-    if audita.exists():
+    if has_audita if has_audita is not None else audita.exists():
         entries = parse_audita(audita)
         win = _audita_window(entries)
         if win is None:
@@ -571,7 +618,49 @@ def _read_binary(expdir: Path, name: str, acq: AcquisitionParams, n_rows: int | 
     return data[..., : acq.td // 2]
 
 
+def _read_fid(path: Path, acq: AcquisitionParams) -> np.ndarray:
+    """Read a ``fid`` (complex128, ``TD // 2`` points); not finite or all zeros -> error.
+
+    Opened once: the size checks of :func:`_read_binary` use the open file's size, and the
+    values are those of ``nmrglue.bruker.read`` (``get_data`` + ``complexify_data``: the
+    stored reals, interleaved real/imaginary, as complex128; a test checks equality), formed
+    with one conversion and a view instead of nmrglue's strided sum. Sizes nmrglue would
+    refuse go through :func:`_read_binary`, so the errors stay nmrglue's.
+    """
+    dtypa, big = int(acq.extra["DTYPA"]), int(acq.extra["BYTORDA"]) == 1
+    item = _ITEMSIZE[dtypa]
+    padded = block_padded_points(acq.td, dtypa)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size % item or size < acq.td * item or size > padded * item \
+                    or (size // item) % 2:
+                buf = None
+            else:
+                buf = f.read()
+    except OSError as exc:
+        raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if buf is None or len(buf) != size:     # bad size (or changed while read): full checks
+        fid = _read_binary(path.parent, path.name, acq, None)
+        _check_finite(fid, path)
+        if not fid.any():
+            raise IncompleteAcquisition(path, "all zeros: acquisition started, no data yet")
+        return fid
+    dtype = (">" if big else "<") + ("f8" if dtypa == 2 else "i4")
+    stored = np.frombuffer(buf, dtype=dtype, count=acq.td)
+    if not stored.any():
+        raise IncompleteAcquisition(path, "all zeros: acquisition started, no data yet")
+    fid = stored.astype(np.float64).view(np.complex128)
+    if dtypa == 2:
+        _check_finite(fid, path)
+    return fid
+
+
 def _check_finite(data: np.ndarray, path: Path) -> None:
+    # the sum is finite only when every value is (NaN/inf propagate): one cheap reduction
+    # on the usual path, the full count only when it is not (or overflowed)
+    if np.isfinite(data.sum()):
+        return
     if not np.isfinite(data).all():
         n = int(np.size(data) - np.isfinite(data).sum())
         raise BrukerFormatError(path, f"{n} non-finite (NaN/inf) values")
@@ -615,17 +704,19 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
         Any missing, truncated or inconsistent file, wrong nucleus, unknown DTYPA, NaN/inf.
     """
     expdir = Path(expdir)
-    if not expdir.is_dir():
+    names = _listing(expdir)             # one listing instead of an exists() per file
+    if names is None:
         raise BrukerFormatError(expdir, "experiment folder missing")
-    if (expdir / "ser").exists() and not (expdir / "fid").exists():
+    if "ser" in names and "fid" not in names:
         raise BrukerFormatError(expdir / "ser", "pseudo-2D ser: read it with read_ser")
-    if not (expdir / "acqus").exists():
-        if (expdir / "fid").exists():
+    if "acqus" not in names:
+        if "fid" in names:
             raise BrukerFormatError(expdir / "acqus", "missing")
         raise IncompleteAcquisition(expdir, "no acqus and no fid yet")
-    acqus = read_jcamp_params(expdir / "acqus")
-    procs = _read_procs(expdir)
-    acq = _acq_params(acqus, expdir / "acqus", expected_nucleus, procs)
+    acqus_path = expdir / "acqus"
+    acqus = read_jcamp_params(acqus_path)
+    procs = _read_procs(expdir) if "pdata" in names else None
+    acq = _acq_params(acqus, acqus_path, expected_nucleus, procs)
     phase = None
     if procs is not None and "PHC0" in procs and "PHC1" in procs:
         phase = (float(procs["PHC0"]), float(procs["PHC1"]))
@@ -634,13 +725,10 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
         spectrum, ppm = _read_1r(expdir, procs)
     else:
         path = expdir / "fid"
-        if not path.exists():
+        if "fid" not in names:
             raise BrukerFormatError(path, "missing")
-        fid = _read_binary(expdir, "fid", acq, None)
-        _check_finite(fid, path)
-        if not fid.any():
-            raise IncompleteAcquisition(path, "all zeros: acquisition started, no data yet")
-    start, end, source = _times(expdir, acqus, acq)
+        fid = _read_fid(path, acq)
+    start, end, source = _times(expdir, acqus, acq, "audita.txt" in names)
     return RawFrame(source=expdir, expno=_expno(expdir), acq=acq, acq_start=start, acq_end=end,
                     fid=fid, spectrum=spectrum, spectrum_ppm=ppm, time_source=source,
                     phase_deg=phase)
@@ -828,15 +916,18 @@ def scan_series(nmr_dir: str | Path) -> SeriesListing:
     if (root / "ser").is_file():
         listing.ser = root / "ser"
         return listing
-    for p in root.iterdir():
-        if p.is_dir() and p.name.isdigit():
-            try:
-                has_files = any(True for _ in p.iterdir())
-            except OSError:
-                has_files = False
-            (listing.experiments if has_files else listing.empty).append((int(p.name), p))
-        else:
-            listing.ignored.append(p)
+    with os.scandir(root) as entries:          # names and types without a stat per entry
+        for e in entries:
+            p = root / e.name
+            if e.name.isdigit() and e.is_dir():
+                try:
+                    with os.scandir(e.path) as it:
+                        has_files = next(it, None) is not None
+                except OSError:
+                    has_files = False
+                (listing.experiments if has_files else listing.empty).append((int(e.name), p))
+            else:
+                listing.ignored.append(p)
     listing.experiments.sort()
     listing.empty.sort()
     listing.ignored.sort()

@@ -60,13 +60,16 @@ def _own_data(p: Path) -> bool:
                for e in _entries(p))
 
 
-def detect_format(nmr_dir: str | Path) -> NmrSource:
+def detect_format(nmr_dir: str | Path, *, count: bool = True) -> NmrSource:
     """Detect the format of an NMR folder (see the module docstring for the rules).
 
     Parameters
     ----------
     nmr_dir : str or Path
         Run folder, NMR folder, one experiment folder or one JCAMP-DX file.
+    count : bool
+        Count the Bruker experiment folders (``n_sources``); without it a Bruker series
+        reports 0 and is not scanned twice (the reader scans it anyway).
 
     Returns
     -------
@@ -88,7 +91,7 @@ def detect_format(nmr_dir: str | Path) -> NmrSource:
         root = p / "nmr"
     entries = _entries(root)
     if (root / "ser").is_file() or any(e.is_dir() and e.name.isdigit() for e in entries):
-        return NmrSource("bruker", p, bruker.scan_series(p).n_folders)
+        return NmrSource("bruker", p, bruker.scan_series(p).n_folders if count else 0)
     dirs = varian.list_varian_dirs(root)
     if dirs:
         return NmrSource("varian", root, len(dirs))
@@ -120,7 +123,7 @@ def iter_raw_frames(nmr_dir: str | Path, *, use_processed: bool = False,
     ------
     RawFrame or InputError
     """
-    src = detect_format(nmr_dir)
+    src = detect_format(nmr_dir, count=False)
     if src.format == "jcamp":
         yield from jcamp.iter_jcamp_frames(src.root, expected_nucleus=expected_nucleus, tz=tz)
     elif src.format == "varian":

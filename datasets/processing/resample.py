@@ -152,11 +152,50 @@ def resample_to_grid(ppm: np.ndarray, values: np.ndarray, grid: np.ndarray) -> n
     plan = _plan(ppm, grid)
     if plan.reverse:
         values = values[::-1]
+    return _apply(plan, values, out, 0)
+
+
+def resample_support(ppm: np.ndarray, part: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """:func:`resample_to_grid` of a spectrum given only on ``grid_support(ppm, grid)``.
+
+    ``part`` holds the values at ``ppm[start:stop]``; the result equals
+    ``resample_to_grid(ppm, values, grid)`` for any ``values`` with ``values[start:stop] ==
+    part`` (the rest is never read), without forming the full-length array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ppm = np.linspace(10, -10, 2001)
+    >>> grid = np.arange(-5, 5.5, 0.5)
+    >>> y = np.exp(-ppm ** 2)
+    >>> start, stop = grid_support(ppm, grid)
+    >>> bool(np.array_equal(resample_support(ppm, y[start:stop], grid),
+    ...                     resample_to_grid(ppm, y, grid), equal_nan=True))
+    True
+    """
+    ppm = np.asarray(ppm, dtype=float)
+    part = np.asarray(part, dtype=float)
+    grid = np.asarray(grid, dtype=float)
+    out = np.full(grid.shape, np.nan)
+    if ppm.size < 1 or grid.size < 1:
+        return out
+    plan = _plan(ppm, grid)
+    start, stop = grid_support(ppm, grid)
+    if part.shape != (stop - start,):
+        raise ValueError(f"part has shape {part.shape}; the grid support of this axis is "
+                         f"{stop - start} points")
+    if plan.reverse:                 # ascending point i is given point size - 1 - i
+        return _apply(plan, part[::-1], out, ppm.size - stop)
+    return _apply(plan, part, out, start)
+
+
+def _apply(plan: _Plan, values: np.ndarray, out: np.ndarray, offset: int) -> np.ndarray:
+    """Resample ``values`` (ascending order; ``values[0]`` is native point ``offset``)."""
     if plan.binning:
         m = plan.f.size // 2
         if m == 0:
             return out
-        v = values[plan.lo:plan.hi]
+        v = values[plan.lo - offset:plan.hi - offset]
         cum = np.empty(v.size + 1)
         cum[0] = 0.0
         np.cumsum(v, out=cum[1:])
@@ -169,6 +208,7 @@ def resample_to_grid(ppm: np.ndarray, values: np.ndarray, grid: np.ndarray) -> n
         if values.size == 1:
             out[plan.ok] = values[0]
         else:
-            a = values[plan.j]
-            out[plan.ok] = a + plan.f * (values[plan.j + 1] - a)
+            j = plan.j - offset if offset else plan.j
+            a = values[j]
+            out[plan.ok] = a + plan.f * (values[j + 1] - a)
     return out
