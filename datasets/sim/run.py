@@ -193,8 +193,11 @@ def write_run(sim: SimulatedRun, out_dir: str | Path, *, layout: str = "series",
     elif layout == "ser":
         fids = np.stack([r.fid for r in sim.raws])
         period = (sim.raws[1].acq_start - sim.raws[0].acq_start).total_seconds() if len(sim.raws) > 1 else 0
-        # Rows of a pseudo-2D experiment follow each other without gaps: row i spans
-        # [start + i*period, start + (i+1)*period] when read back.
+        # A pseudo-2D ser has no per-row times: audita gives the start of row 1 and the end
+        # of the last row's period (start + rows x period, the pulse program's inter-row wait
+        # included). Row i's acquisition is [start + i*period, + (NS+DS)(D1+AQ)]; a reader that
+        # takes the nominal row acquisition time (not the full spacing) gets the simulated
+        # windows back exactly (see tests/integration/test_sim_disk_roundtrip.py).
         bruker_writer.write_ser(nmr_dir / "1", fids, sim.raws[0].acq, sim.raws[0].acq_start,
                                 period, dtypa=dtypa, bytorda=bytorda, topspin=topspin,
                                 int_scale=int_scale)
