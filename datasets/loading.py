@@ -81,7 +81,7 @@ class RunAssembler:
             acq_start=raw.acq_start, acq_end=raw.acq_end,
             t_s=(raw.acq_mid - self.t0).total_seconds(),
             nucleus=raw.acq.nucleus, sfo1_MHz=raw.acq.sfo1_MHz,
-            ppm_grid=self.pipeline.ppm_grid, intensity=spectrum.astype(np.float32),
+            ppm_grid=self.pipeline.ppm_grid, intensity=np.asarray(spectrum, dtype=np.float32),
             acq=raw.acq, source=raw.source, status=status, **stats,
         )
         self.n_frames += 1

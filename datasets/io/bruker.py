@@ -122,10 +122,8 @@ def _parse_params(text: str, path: Path) -> dict:
     if "##END=" not in text:
         raise BrukerFormatError(path, "truncated: no ##END= line")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            dic, problems = _parse_jcamp_text(text)
-    except Exception as exc:  # nmrglue raises bare Exceptions and warnings
+        dic, problems = _parse_jcamp_text(text)
+    except Exception as exc:  # nmrglue raises bare Exceptions and warnings (as errors)
         raise BrukerFormatError(path, f"malformed JCAMP-DX ({_short(exc)})") from None
     for key, problem in problems.items():
         if problem is not None:
@@ -191,7 +189,9 @@ def _parse_entry(block: str) -> tuple:
     if hit is None:
         f = _BlockReader(block)
         try:
-            dic = _ngb.parse_jcamp_file(f, {"_coreheader": [], "_comments": []})
+            with warnings.catch_warnings():          # only where nmrglue runs (memo misses)
+                warnings.simplefilter("error")
+                dic = _ngb.parse_jcamp_file(f, {"_coreheader": [], "_comments": []})
         except Exception:
             if f.past_end > 1:
                 raise _Overrun from None
@@ -238,7 +238,7 @@ def _parse_jcamp_text(text: str) -> tuple[dict, dict]:
     and ``{key: problem}`` for corrupt array values.
 
     Equal to ``nmrglue.bruker.read_jcamp`` of the file, memoised entry by entry and in runs of
-    consecutive entries (see above). Warnings are nmrglue's (callers turn them into errors).
+    consecutive entries (see above). nmrglue's warnings are raised as errors.
     """
     end = text.find("\n##END=")
     head = text[: end if end >= 0 else len(text)]
@@ -258,20 +258,31 @@ def _parse_jcamp_text(text: str) -> tuple[dict, dict]:
             return out, problems
         except _Overrun:
             pass
-    dic = _ngb.parse_jcamp_file(io.StringIO(text), {"_coreheader": [], "_comments": []})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dic = _ngb.parse_jcamp_file(io.StringIO(text), {"_coreheader": [], "_comments": []})
     return dic, {k: _array_problem(v) for k, v in dic.items() if not k.startswith("_")}
 
 
-def _read_text(path: Path) -> str:
-    """The file's text (latin-1, universal newlines) in one ``open``: a missing file or a
-    folder in its place is "missing", any other failure "cannot be read"."""
+def _decode(data: bytes) -> str:
+    """latin-1 text with universal newlines (what ``open(..., encoding="latin-1")`` reads)."""
+    text = data.decode("latin-1")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _read_text(path: str | Path) -> str:
+    """The file's text (latin-1, universal newlines) in one binary ``open`` (cheaper than a
+    text-mode one): a missing file or a folder in its place is "missing", any other failure
+    "cannot be read"."""
     try:
-        with open(path, encoding="latin-1") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            return _decode(f.read())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise BrukerFormatError(path, "missing") from None
     except OSError as exc:
-        if path.is_dir():                        # Windows: PermissionError on a folder
+        if os.path.isdir(path):                  # Windows: PermissionError on a folder
             raise BrukerFormatError(path, "missing") from None
         raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
 
@@ -402,9 +413,18 @@ def _parse_time(text: str) -> datetime:
     tz = m.group(4)
     if tz is None:
         raise ValueError(f"time without zone {text!r}")
-    tz = tz.replace(":", "")
-    offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])) * (1 if tz[0] == "+" else -1)
-    return dt.replace(tzinfo=timezone(offset)).astimezone(timezone.utc)
+    zone = _ZONES.get(tz)
+    if zone is None:
+        t = tz.replace(":", "")
+        offset = timedelta(hours=int(t[1:3]), minutes=int(t[3:5])) * (1 if t[0] == "+" else -1)
+        zone = timezone.utc if not offset else timezone(offset)
+        _ZONES[tz] = zone
+    if zone is timezone.utc:            # what astimezone(utc) gives, without the conversion
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.replace(tzinfo=zone).astimezone(timezone.utc)
+
+
+_ZONES: dict[str, timezone] = {}
 
 
 def parse_audita(path: str | Path) -> list[AuditEntry]:
@@ -425,9 +445,9 @@ def parse_audita(path: str | Path) -> list[AuditEntry]:
     BrukerFormatError
         File unreadable, no ``##AUDIT TRAIL=`` block, no entry, or an unparsable time.
     """
-    path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        with open(path, "rb") as f:
+            text = _decode(f.read())
     except OSError as exc:
         raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
     start = text.find("##AUDIT TRAIL=")
@@ -546,12 +566,12 @@ def _listing(folder: Path) -> frozenset | None:
         return None
 
 
-def _read_procs(expdir: Path) -> dict | None:
-    p = expdir / "pdata/1/procs"
+def _read_procs(expdir: str | Path) -> dict | None:
+    p = os.path.join(expdir, "pdata", "1", "procs")
     try:
         text = _read_text(p)
     except BrukerFormatError:
-        if not p.exists():
+        if not os.path.exists(p):
             return None
         raise
     procs = _parse_params(text, p)
@@ -561,10 +581,10 @@ def _read_procs(expdir: Path) -> dict | None:
     return procs
 
 
-def _times(expdir: Path, acqus: dict, acq: AcquisitionParams, has_audita: bool | None = None
-           ) -> tuple[datetime, datetime, str]:
-    audita = expdir / "audita.txt"
-    if has_audita if has_audita is not None else audita.exists():
+def _times(expdir: str | Path, acqus: dict, acq: AcquisitionParams,
+           has_audita: bool | None = None) -> tuple[datetime, datetime, str]:
+    audita = os.path.join(expdir, "audita.txt")
+    if has_audita if has_audita is not None else os.path.exists(audita):
         entries = parse_audita(audita)
         win = _audita_window(entries)
         if win is None:
@@ -573,9 +593,10 @@ def _times(expdir: Path, acqus: dict, acq: AcquisitionParams, has_audita: bool |
         if end < start:
             raise BrukerFormatError(audita, f"end {end.isoformat()} before start {start.isoformat()}")
         return start, end, "audita"
-    date = _num(acqus, "DATE", expdir / "acqus", required=False)
+    acqus_path = os.path.join(expdir, "acqus")
+    date = _num(acqus, "DATE", acqus_path, required=False)
     if date is None or date <= 0:
-        raise BrukerFormatError(expdir / "acqus",
+        raise BrukerFormatError(acqus_path,
                                 "DATE missing and no audita.txt (acquisition time unknown)")
     end = datetime.fromtimestamp(float(date), tz=timezone.utc)
     return end - timedelta(seconds=acq.duration_s), end, "acqus_DATE"
@@ -618,7 +639,7 @@ def _read_binary(expdir: Path, name: str, acq: AcquisitionParams, n_rows: int | 
     return data[..., : acq.td // 2]
 
 
-def _read_fid(path: Path, acq: AcquisitionParams) -> np.ndarray:
+def _read_fid(path: str, acq: AcquisitionParams) -> np.ndarray:
     """Read a ``fid`` (complex128, ``TD // 2`` points); not finite or all zeros -> error.
 
     Opened once: the size checks of :func:`_read_binary` use the open file's size, and the
@@ -641,7 +662,7 @@ def _read_fid(path: Path, acq: AcquisitionParams) -> np.ndarray:
     except OSError as exc:
         raise BrukerFormatError(path, f"cannot be read ({exc.strerror or exc})") from None
     if buf is None or len(buf) != size:     # bad size (or changed while read): full checks
-        fid = _read_binary(path.parent, path.name, acq, None)
+        fid = _read_binary(Path(path).parent, "fid", acq, None)
         _check_finite(fid, path)
         if not fid.any():
             raise IncompleteAcquisition(path, "all zeros: acquisition started, no data yet")
@@ -713,9 +734,10 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
         if "fid" in names:
             raise BrukerFormatError(expdir / "acqus", "missing")
         raise IncompleteAcquisition(expdir, "no acqus and no fid yet")
-    acqus_path = expdir / "acqus"
-    acqus = read_jcamp_params(acqus_path)
-    procs = _read_procs(expdir) if "pdata" in names else None
+    d = os.fspath(expdir)
+    acqus_path = os.path.join(d, "acqus")       # strings: Path objects only in errors
+    acqus = _parse_params(_read_text(acqus_path), acqus_path)
+    procs = _read_procs(d) if "pdata" in names else None
     acq = _acq_params(acqus, acqus_path, expected_nucleus, procs)
     phase = None
     if procs is not None and "PHC0" in procs and "PHC1" in procs:
@@ -724,11 +746,11 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
     if use_processed:
         spectrum, ppm = _read_1r(expdir, procs)
     else:
-        path = expdir / "fid"
+        path = os.path.join(d, "fid")
         if "fid" not in names:
             raise BrukerFormatError(path, "missing")
         fid = _read_fid(path, acq)
-    start, end, source = _times(expdir, acqus, acq, "audita.txt" in names)
+    start, end, source = _times(d, acqus, acq, "audita.txt" in names)
     return RawFrame(source=expdir, expno=_expno(expdir), acq=acq, acq_start=start, acq_end=end,
                     fid=fid, spectrum=spectrum, spectrum_ppm=ppm, time_source=source,
                     phase_deg=phase)

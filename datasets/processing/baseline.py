@@ -46,6 +46,22 @@ def _strided_design(n: int, order: int, stride: int) -> tuple[np.ndarray, np.nda
     return Vs, Os, V
 
 
+_NORMAL_ALL: dict = {}
+
+
+def _all_points_normal(V: np.ndarray, outer: np.ndarray, m: int) -> np.ndarray:
+    """``(ones @ outer).reshape(m, m)`` for a cached design (computed once, as the loop
+    would compute it; a copy, since LAPACK may overwrite it)."""
+    key = (id(outer), outer.shape)
+    hit = _NORMAL_ALL.get(key)
+    if hit is None or hit[0] is not outer:
+        hit = (outer, (np.ones(outer.shape[0]) @ outer).reshape(m, m))
+        _NORMAL_ALL[key] = hit
+        if len(_NORMAL_ALL) > 32:
+            _NORMAL_ALL.pop(next(iter(_NORMAL_ALL)))
+    return hit[1].copy()
+
+
 def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float = 3.0,
                   max_fit_points: int = POLY_FIT_MAX_POINTS) -> np.ndarray:
     """Robust polynomial baseline: fit, drop points beyond ``clip`` robust sigmas, refit.
@@ -95,9 +111,12 @@ def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float =
             break
         # least squares on the kept points through the normal equations (Cholesky): the
         # Legendre basis on [-1, 1] is well conditioned, so this equals lstsq to rounding
-        w = keep.astype(float)
-        G = (w @ outer).reshape(m, m)
-        _, c, info = dposv(G, (w * y) @ V)
+        if it == 0:                    # all points: the same products, G cached per design
+            G, b = _all_points_normal(V, outer, m), np.ascontiguousarray(y) @ V
+        else:
+            w = keep.astype(float)
+            G, b = (w @ outer).reshape(m, m), (w * y) @ V
+        _, c, info = dposv(G, b)
         if info != 0:
             c, *_ = np.linalg.lstsq(V[keep], y[keep], rcond=None)
         coef = c
