@@ -13,12 +13,14 @@ speed does not depend on the weights).
 (c) ``lisentry.detector.watch.Watcher`` polling at ``--poll-s`` (0.2 s) in a thread: time from
     ``finish_experiment`` returning to the frame's JSON line being written -- target <= 1 s;
 (d) ``lisentry.detector.label.label_one`` frames/s vs the bare nmrglue read + FFT +
-    digital-filter loop over the same files, both in one process -- target >= 0.5x.
+    digital-filter loop over the same files, both in one process, ``--repeats`` interleaved
+    passes, the fastest of each (a shared machine only ever slows a pass down) -- target
+    >= 0.5x; the ratio of each interleaved pair is printed too.
 
 Usage::
 
     python benchmarks/bench_detector.py [--model DIR] [--frames 300] [--watch-frames 10]
-                                        [--poll-s 0.2] [--repeats 3]
+                                        [--poll-s 0.2] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -156,11 +158,17 @@ def watch_latency(tmp: Path, bundle, n_frames: int, poll_s: float) -> list[float
     return lat
 
 
-def label_speed(nmr_dir: Path, tmp: Path, bundle, repeats: int) -> tuple[float, float]:
-    """(d) median frames/s of label_one and of the bare loop on the same files."""
+def label_speed(nmr_dir: Path, tmp: Path, bundle, repeats: int
+                ) -> tuple[float, float, list[float]]:
+    """(d) best frames/s of label_one and of the bare loop on the same files, and the ratio of
+    each interleaved (bare, label) pair.
+
+    The machine is shared: a pass that another process slowed down is slower, never faster,
+    so the fastest of ``repeats`` interleaved passes estimates each rate (as ``timeit``
+    does); the per-pair ratios show the spread."""
     from lisentry.detector.label import RunJob, label_one
     dirs = expdirs(nmr_dir)
-    lab, bare = [], []
+    lab, bare, pairs = [], [], []
     for r in range(repeats):
         t = time.perf_counter()
         n = bare_frames(dirs)
@@ -168,7 +176,8 @@ def label_speed(nmr_dir: Path, tmp: Path, bundle, repeats: int) -> tuple[float, 
         t = time.perf_counter()
         out = label_one(RunJob("bench", nmr_dir, tmp / f"labels{r}.csv"), bundle)
         lab.append(out.n_frames / (time.perf_counter() - t))
-    return statistics.median(lab), statistics.median(bare)
+        pairs.append(lab[-1] / bare[-1])
+    return max(lab), max(bare), pairs
 
 
 def main(argv=None) -> int:
@@ -177,7 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300, help="frames for (a), (b), (d)")
     ap.add_argument("--watch-frames", type=int, default=10, help="frames for (c)")
     ap.add_argument("--poll-s", type=float, default=0.2)
-    ap.add_argument("--repeats", type=int, default=3, help="repeats of (d) (median)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved passes of (d) (best of each rate)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -189,7 +199,7 @@ def main(argv=None) -> int:
         full, model_only, _ = per_frame_latency(nmr, bundle)
         full, model_only = full[5:], model_only[5:]     # first frames: warm-up
         lat = watch_latency(tmp, bundle, a.watch_frames, a.poll_s)
-        lab_fps, bare_fps = label_speed(nmr, tmp, bundle, a.repeats)
+        lab_fps, bare_fps, pairs = label_speed(nmr, tmp, bundle, a.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -205,14 +215,16 @@ def main(argv=None) -> int:
         (f"(c) watch fid -> JSON line, poll {a.poll_s} s",
          f"median {lat_med:.2f} / max {lat_max:.2f} s", "<= 1 s",
          "PASS" if lat_max <= 1.0 else "FAIL"),
-        ("(d) label_one vs bare nmrglue loop",
+        ("(d) label_one vs bare nmrglue loop (best of each)",
          f"{lab_fps:.0f} vs {bare_fps:.0f} fr/s = {ratio:.2f}x", ">= 0.5x",
          "PASS" if ratio >= 0.5 else "FAIL"),
+        ("    ratio of each interleaved pair",
+         f"median {statistics.median(pairs):.2f}x ({min(pairs):.2f}..{max(pairs):.2f})", "", ""),
     ]
     print(f"\nbench_detector: {a.frames} frames (TD 16384), model: {model_desc}, torch threads "
           f"{a.threads}; {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f})")
     print(table(rows, ("measurement", "result", "target", "")))
-    ok = all(r[-1] == "PASS" for r in rows)
+    ok = all(r[-1] in ("PASS", "") for r in rows)
     return 0 if ok else 1
 
 

@@ -178,17 +178,22 @@ def _rel(manifest: Path, p: str) -> Path:
 
 # ---- parallel over runs (spawn-safe: no fork-only code; the model loads once per worker) ----
 _WORKER_BUNDLE = None
+_WORKER_MODEL_PATH: str | None = None
 
 
 def _init_worker(model_path: str, threads: int) -> None:
-    global _WORKER_BUNDLE
+    global _WORKER_BUNDLE, _WORKER_MODEL_PATH
     import torch
     torch.set_num_threads(threads)
     _WORKER_BUNDLE = load_model(model_path)
+    _WORKER_MODEL_PATH = str(model_path)
 
 
-def _work(job: RunJob, plot: bool, report: bool, command_line: str) -> RunOutcome:
+def _work(job: RunJob, plot: bool, report: bool, command_line: str,
+          model_path: str | None = None) -> RunOutcome:
     try:
+        if model_path is not None and (_WORKER_BUNDLE is None or _WORKER_MODEL_PATH != str(model_path)):
+            _init_worker(model_path, 1)      # a worker that missed the setup loads it here
         return label_one(job, _WORKER_BUNDLE, plot=plot, report=report, command_line=command_line)
     except LisentryError as exc:
         return RunOutcome(job.run_id, False, error=str(exc))
@@ -204,7 +209,8 @@ def label_many(jobs: list[RunJob], model_path: str, *, workers: int = 1, plot=Fa
     outcomes: list[RunOutcome] = []
     bar = tqdm(total=len(jobs), desc="runs", file=sys.stderr, disable=not progress)
     if dask_scheduler:
-        return _label_dask(jobs, model_path, dask_scheduler, plot, report, command_line, bar)
+        return _label_dask(jobs, model_path, dask_scheduler, plot, report, command_line, bar,
+                           halt_on_error=halt_on_error)
     if workers <= 1:
         _init_worker(model_path, 1 if len(jobs) > 1 else os.cpu_count() or 1)
         for job in jobs:
@@ -236,26 +242,85 @@ def label_many(jobs: list[RunJob], model_path: str, *, workers: int = 1, plot=Fa
     return sorted(outcomes, key=lambda o: order.get(o.run_id, 0))
 
 
-def _label_dask(jobs, model_path, address, plot, report, command_line, bar):
+_PLUGIN_CLASS = None
+
+
+def _plugin_class():
+    """``_LoadModelPlugin``, a ``distributed`` WorkerPlugin, made on first use (dask is an
+    optional extra) and reachable as a module attribute, so it pickles by reference."""
+    global _PLUGIN_CLASS
+    if _PLUGIN_CLASS is None:
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        class _LoadModelPlugin(WorkerPlugin):
+            """Loads the model bundle once per worker, when the worker joins."""
+
+            name = "lisentry-model"
+
+            def __init__(self, model_path: str):
+                self.model_path = str(model_path)
+
+            def setup(self, worker=None):
+                _init_worker(self.model_path, 1)
+
+        _LoadModelPlugin.__module__ = __name__
+        _LoadModelPlugin.__qualname__ = "_LoadModelPlugin"
+        _PLUGIN_CLASS = _LoadModelPlugin
+    return _PLUGIN_CLASS
+
+
+def __getattr__(name: str):
+    if name == "_LoadModelPlugin":
+        return _plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _label_dask(jobs, model_path, address, plot, report, command_line, bar,
+                halt_on_error: bool = False, client=None) -> list[RunOutcome]:
+    """One task per run on an existing Dask cluster (``address`` of its scheduler, or a
+    ``client`` already connected). The model is loaded once per worker (a worker plugin);
+    workers write the outputs themselves, so they must see the same paths as this machine."""
     try:
-        from dask.distributed import Client, WorkerPlugin
+        from dask.distributed import Client, as_completed as dask_as_completed
     except ImportError:
-        raise LisentryError("--dask-scheduler needs dask[distributed] (pip install 'dask[distributed]')") from None
-
-    class _LoadModel(WorkerPlugin):  # the model is loaded once per worker
-        def setup(self, worker):
-            _init_worker(model_path, 1)
-
-    client = Client(address)
-    client.register_plugin(_LoadModel(), name="lisentry-model")
-    futs = [client.submit(_work, j, plot, report, command_line, pure=False) for j in jobs]
-    outcomes = []
-    for fut in futs:
-        oc = fut.result()
-        outcomes.append(oc)
-        bar.update(1)
-        if not oc.ok:
-            print(f"failed: {oc.error}", file=sys.stderr)
-    bar.close()
-    client.close()
-    return outcomes
+        raise LisentryError("--dask-scheduler needs dask[distributed] "
+                            "(pip install 'lisentry[dask]')") from None
+    own = client is None
+    if own:
+        try:
+            client = Client(address)    # waits distributed.comm.timeouts.connect (30 s)
+        except Exception as exc:  # noqa: BLE001 - OSError/TimeoutError/ValueError: one line
+            raise LisentryError(f"cannot connect to the Dask scheduler at {address}: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no reply'}"
+                                ) from None
+    try:
+        try:
+            plugin = _plugin_class()(model_path)
+            client.register_plugin(plugin, name=plugin.name)
+        except Exception as exc:  # noqa: BLE001
+            raise LisentryError(f"Dask workers cannot load the model {model_path}: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        futs = [client.submit(_work, j, plot, report, command_line, model_path, pure=False,
+                              key=f"lisentry-label-{i}-{j.run_id}") for i, j in enumerate(jobs)]
+        index = {f.key: i for i, f in enumerate(futs)}
+        outcomes: list[RunOutcome | None] = [None] * len(jobs)
+        for fut in dask_as_completed(futs):
+            i = index[fut.key]
+            try:
+                oc = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker, a killed task...
+                oc = RunOutcome(jobs[i].run_id, False,
+                                error=f"{jobs[i].nmr_dir}: Dask task failed: {type(exc).__name__}: {exc}")
+            outcomes[i] = oc
+            bar.update(1)
+            if not oc.ok:
+                print(f"failed: {oc.error}", file=sys.stderr)
+                if halt_on_error:
+                    for f in futs:
+                        f.cancel()
+                    break
+        bar.close()
+        return [o for o in outcomes if o is not None]
+    finally:
+        if own:
+            client.close()
