@@ -123,18 +123,23 @@ def test_ccv_cluster_moves_to_91ppm_and_collapses():
     assert np.all(tl[t > 18.8] == 0.0)                      # latent: the clusters are gone
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "test-detector limitation, not the simulator: with the cluster latent exactly 0 after 18.4 h, "
-    "3 of 13 frames in 18.8-21 h give noise 'peaks' at 93-104 ppm with SNR 3.0-4.8; the "
-    "prominence threshold 3 x sqrt(2) x noise is not a per-window false-alarm rate (on pure "
-    "white noise the same _peak finds an SNR>=3 peak in 40-200 ppm in 86 % of frames); see "
-    "docs/simulator.md"))
 def test_ccv_cluster_collapses_on_delithiation():
-    t, pos, snr = _track("hc_sulfide_ccv", 40.0, 130.0)
-    # collapses on delithiation: gone 2.5 h after the end of the hold
+    """Gone 2.5 h after the end of the hold, read from the 40-130 ppm band integral.
+
+    An integral over the band, not the peak finder: a prominence threshold of 3 noise units is
+    not a false-alarm rate for a whole 90-ppm window (on white noise ``_peak`` finds an SNR >= 3
+    "peak" somewhere in 40-200 ppm in most frames), while the band integral averages the noise
+    away (its frame-to-frame scatter before the onset is < 1 % of the end-of-hold excess).
+    """
+    _, ppm, spectra, t, _ = _sim("hc_sulfide_ccv")
+    m = (ppm >= 40.0) & (ppm <= 130.0)
+    area = _avg3(spectra)[:, m].sum(axis=1) * float(ppm[1] - ppm[0])
+    before = np.median(area[t < 8.0])
+    excess_end = np.median(area[(t > 15.3) & (t <= 16.3)]) - before
     late = (t > 18.8) & (t < 21.0)
-    # (one frame in ten may cross SNR 3 on noise alone)
-    assert late.any() and (snr[late] < SNR_MIN).mean() >= 0.9, list(zip(t[late], pos[late], snr[late]))
+    assert excess_end > 20 * np.std(area[t < 8.0])           # the cluster band was clearly up
+    assert late.any()
+    assert np.all(np.abs(area[late] - before) < 0.1 * excess_end), (area[late] - before) / excess_end
 
 
 def test_ccv_cluster_appears_near_8p7h_at_low_shift():
