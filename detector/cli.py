@@ -226,16 +226,21 @@ def watch(nmr_dir: NmrDir,
           on_alarm: Annotated[Optional[str], typer.Option("--on-alarm", help="Command run on entering plating_onset or imminent_short (event JSON in $LISENTRY_EVENT and on stdin).")] = None,
           post: Annotated[Optional[str], typer.Option("--post", help="URL that receives the alarm event as an HTTP POST (JSON).")] = None,
           poll_s: Annotated[float, typer.Option("--poll-s", help="Polling interval, s.")] = 1.0,
-          until_idle: Annotated[Optional[float], typer.Option("--until-idle", help="Exit after this many seconds without a new frame.")] = None):
+          until_idle: Annotated[Optional[float], typer.Option("--until-idle", help="Exit after this many seconds without a new frame.")] = None,
+          fs_events: Annotated[str, typer.Option("--fs-events", help="File-system events (watchdog) wake the polling early: auto (when installed), on, off. Polling always runs.")] = "auto"):
     """Follow a live run: one JSON line per completed frame, alarms, restart-safe."""
     from lisentry.detector.actions import AlarmAction
     from lisentry.detector.label import load_model
     from lisentry.detector.watch import WatchConfig, Watcher
+    from lisentry.detector.fswake import FS_EVENT_MODES
+    if fs_events.lower() not in FS_EVENT_MODES:
+        _err(f"error: --fs-events must be one of {', '.join(FS_EVENT_MODES)}, got {fs_events!r}")
+        raise typer.Exit(2)
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, False)
     bundle = load_model(model)
     action = AlarmAction(command=on_alarm, post_url=post) if (on_alarm or post) else None
     w = Watcher(nmr_dir, opts, bundle, events, state, action,
-                WatchConfig(poll_s=poll_s, until_idle_s=until_idle))
+                WatchConfig(poll_s=poll_s, until_idle_s=until_idle, fs_events=fs_events.lower()))
     n = w.run()
     _err(f"watch stopped: {n} frames handled this session; events in {events}")
 

@@ -1,6 +1,7 @@
 """``lisentry watch``: follow a live acquisition, label each completed frame, raise alarms.
 
-Loop (polling; works on Windows and Linux acquisition PCs):
+Loop (polling; works on Windows and Linux acquisition PCs; where watchdog is installed,
+file-system events end the wait between polls early, see :mod:`lisentry.detector.fswake`):
 
 1. list the experiment folders (or the rows of a growing pseudo-2D ``ser``);
 2. take the next unprocessed ones in expno order whose acquisition TopSpin has finished
@@ -46,6 +47,8 @@ class WatchConfig:
     poll_s: float = 1.0
     until_idle_s: float | None = None
     echem_grace_s: float = 120.0   # wait this long for the log to cover a frame's window
+    fs_events: str = "auto"        # file-system events wake the poll early: auto | on | off
+    settle_s: float = 0.05         # after a wake-up, let a burst of writes finish first
 
 
 class Watcher:
@@ -82,6 +85,7 @@ class Watcher:
         self._signatures: dict = {}
         self._stop = False
         self.n_emitted = 0
+        self.fs_wakeup = None          # FsWakeup while run() uses file-system events
 
     # ---------------------------------------------------------------- state
     def _restore(self) -> None:
@@ -268,8 +272,11 @@ class Watcher:
                 except ValueError:  # not in the main thread
                     pass
         total, last_new = 0, time.monotonic()
+        self.fs_wakeup = self._start_fs_events()
         try:
             while not self._stop:
+                if self.fs_wakeup is not None:
+                    self.fs_wakeup.clear()     # changes from now on wake the next wait
                 try:
                     n = self.poll_once()
                 except LisentryError as err:
@@ -281,12 +288,39 @@ class Watcher:
                 elif self.cfg.until_idle_s is not None and time.monotonic() - last_new >= self.cfg.until_idle_s:
                     break
                 if not n:
-                    _sleep(self.cfg.poll_s, lambda: self._stop)
+                    self._wait()
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
+            if self.fs_wakeup is not None:
+                self.fs_wakeup.stop()
             self.events.close()
         return total
+
+    def _start_fs_events(self):
+        """File-system events on the NMR folder (recursive) and the log's folder, or None."""
+        from lisentry.detector.fswake import FsWakeup
+        folders = [(self.nmr_dir, True)]
+        if self.opts.echem is not None:
+            folders.append((Path(self.opts.echem).parent, False))
+        return FsWakeup.start(folders, self.cfg.fs_events,
+                              ignore=[self.events.path, self.state_path], log=self.log)
+
+    def _wait(self) -> None:
+        """Sleep ``poll_s``, or less when a file-system change comes first (then a short
+        settle, so that the rest of a burst of writes lands before the next poll)."""
+        if self.fs_wakeup is None:
+            _sleep(self.cfg.poll_s, lambda: self._stop)
+            return
+        end = time.monotonic() + self.cfg.poll_s
+        while not self._stop:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if self.fs_wakeup.wait(min(0.05, left)):
+                _sleep(min(self.cfg.settle_s, max(0.0, end - time.monotonic())),
+                       lambda: self._stop)
+                return
 
 
 def _severity(label) -> int:
