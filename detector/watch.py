@@ -82,6 +82,7 @@ class Watcher:
                                           clock_offset_s=opts.clock_offset_s)
         self._restore()
         self._waiting_since: dict = {}
+        self._echem_notes: set = set()
         self._signatures: dict = {}
         self._stop = False
         self.n_emitted = 0
@@ -172,6 +173,12 @@ class Watcher:
             return True
         log = self.follower.poll()
         self.asm.echem = log if len(log) else None
+        if not len(log):
+            # say once why the log gives nothing (e.g. a live .mpr without its timestamp)
+            for note in log.notes:
+                if note not in self._echem_notes and note != "file does not exist yet":
+                    self._echem_notes.add(note)
+                    self.log(f"note: {self.opts.echem}: {note}")
         if len(log) and log.t_utc_s[-1] >= raw.acq_end.timestamp():
             return True
         first = self._waiting_since.setdefault(raw.expno, time.monotonic())

@@ -214,7 +214,8 @@ def read_mpr(path: str | Path, *, start=None, tz: str | None = None, clock_offse
     file_start = getattr(mpr, "timestamp", None)
     start_utc = reconcile_start(start, file_start, tz, notes)
     if start_utc is None:
-        raise EchemFormatError(path, f"the .mpr has no acquisition timestamp (no LOG module); {START_HINT}")
+        raise EchemFormatError(path, "the .mpr has no acquisition timestamp (no LOG module: EC-Lab "
+                                     f"appends it when the experiment stops); {START_HINT}")
     if current_sign is not None and current_sign not in (1, -1):
         raise ValueError(f"The 'current_sign' parameter of read_mpr must be 1 or -1. Got {current_sign!r}.")
     sign = -1.0 if current_sign is None else float(current_sign)
