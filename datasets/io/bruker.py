@@ -799,11 +799,13 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
     trailing all-zero rows (TopSpin creates the ``ser`` full-size, zero-filled) are not
     acquired yet.
 
-    Row times (assumption, documented): rows follow each other without gaps. With a
-    completed ``audita.txt`` entry, row ``i`` (0-based) spans ``[start + i*d, start + (i+1)*d]``
-    with ``d = (end - start) / n_acquired``; otherwise ``d`` is the nominal row duration
-    ``(NS + DS) * (D1 + AQ)`` and the window is anchored at the audita start, or, without
-    audita, so that the last acquired row ends at ``##$DATE``.
+    Row times (assumption, documented): TopSpin records no per-row times, so rows are taken as
+    evenly spaced, each acquired for the nominal row duration ``T = (NS + DS) * (D1 + AQ)``.
+    With a completed ``audita.txt`` entry, row ``i`` (0-based) starts at ``start + i*d`` with
+    spacing ``d = (end - start) / n_acquired`` and ends ``min(T, d)`` later (a pulse program
+    may wait between rows: the spacing then includes the wait, the acquisition does not);
+    otherwise ``d = T`` and the rows follow each other, anchored at the audita start, or,
+    without audita, so that the last acquired row ends at ``##$DATE``.
 
     Parameters
     ----------
@@ -874,9 +876,10 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
     if procs is not None and "PHC0" in procs and "PHC1" in procs:
         phase = (float(procs["PHC0"]), float(procs["PHC1"]))
     step = timedelta(seconds=d)
+    length = timedelta(seconds=min(d_nominal, d)) if d_nominal > 0 else step
     return [RawFrame(source=ser, expno=i + 1, acq=acq, acq_start=start + i * step,
-                     acq_end=start + (i + 1) * step, fid=data[i].copy(), time_source="ser_rows",
-                     phase_deg=phase) for i in range(n_acq)]
+                     acq_end=start + i * step + length, fid=data[i].copy(),
+                     time_source="ser_rows", phase_deg=phase) for i in range(n_acq)]
 
 
 # --------------------------------------------------------------------------------------

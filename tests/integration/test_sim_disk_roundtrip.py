@@ -59,14 +59,6 @@ def test_disk_equals_memory(tmp_path, family, seed, layout, dtypa, bytorda):
     np.testing.assert_allclose(cd, cm, rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reader-side (datasets/io/bruker.py read_ser, not owned here): TopSpin records no per-row "
-    "times in a pseudo-2D ser; write_run writes audita start = row 1 start and end = start + "
-    "rows x period (the inter-row wait of the pulse program included), but read_ser makes every "
-    "row window the full spacing (end - start) / n instead of the nominal acquisition time "
-    "(NS + DS)(D1 + AQ), so read-back midpoints are (period - acquisition) / 2 late (207 s here). "
-    "With acq_end = acq_start + min(nominal, spacing) the round trip is exact (t_s error 0 s, "
-    "potentials 6e-8 V)"))
 def test_ser_times_equal_memory(tmp_path):
     sim = simulate_run("hc_sulfide_lowpressure", 12, randomize=True, max_frames=12)
     mem = to_run(sim, Pipeline(ProcessingConfig()))

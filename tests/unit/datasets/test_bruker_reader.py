@@ -197,7 +197,12 @@ def test_ser_partial_rows(tmp_path):
     with open(tmp_path / "2" / "ser", "ab") as fh:
         fh.write(b"\x01" * 100)
     rows = bruker.read_ser(tmp_path / "2")
-    assert len(rows) == 3 and rows[-1].acq_end == T0 + timedelta(seconds=90)
+    # rows 30 s apart (audit window / rows), each acquired for the nominal (NS + DS)(D1 + AQ)
+    nominal = timedelta(seconds=d)
+    assert len(rows) == 3
+    for i, r in enumerate(rows):
+        assert r.acq_start == T0 + timedelta(seconds=30 * i)
+        assert abs((r.acq_end - r.acq_start - nominal).total_seconds()) < 1e-6
     out = list(bruker.iter_raw_frames(tmp_path / "2"))
     assert [r.expno for r in out] == [1, 2, 3]
 
