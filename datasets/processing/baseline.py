@@ -30,6 +30,17 @@ def _median(a: np.ndarray) -> float:
     return 0.5 * float(p[h - 1] + p[h])
 
 
+def _median_inplace(a: np.ndarray) -> float:
+    """:func:`_median` of ``a``, reordering ``a`` itself instead of a copy (same value)."""
+    n = a.size
+    h = n // 2
+    if n % 2:
+        a.partition(h)
+        return float(a[h])
+    a.partition((h - 1, h))
+    return 0.5 * float(a[h - 1] + a[h])
+
+
 #: Above this many points the robust fit runs on an evenly strided subset (a cubic baseline
 #: has no detail that needs more; the baseline is still evaluated on every point).
 POLY_FIT_MAX_POINTS = 2048
@@ -121,9 +132,9 @@ def poly_baseline(y: np.ndarray, order: int = 3, n_iter: int = 10, clip: float =
             c, *_ = np.linalg.lstsq(V[keep], y[keep], rcond=None)
         coef = c
         r = y - V @ coef
-        rk = r[keep]
-        rk -= _median(rk)
-        sigma = 1.4826 * _median(np.abs(rk, out=rk))
+        rk = r[keep]                   # a copy: partitioned in place below
+        rk -= _median_inplace(rk)
+        sigma = 1.4826 * _median_inplace(np.abs(rk, out=rk))
         if sigma <= 0:
             break
         new = np.abs(r, out=r) <= clip * sigma
