@@ -727,6 +727,8 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
     expdir = Path(expdir)
     names = _listing(expdir)             # one listing instead of an exists() per file
     if names is None:
+        if expdir.is_dir():
+            raise BrukerFormatError(expdir, "experiment folder cannot be listed (no permission?)")
         raise BrukerFormatError(expdir, "experiment folder missing")
     if "ser" in names and "fid" not in names:
         raise BrukerFormatError(expdir / "ser", "pseudo-2D ser: read it with read_ser")
