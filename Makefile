@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench data-smoke data-train data-heldout data-default train-default \
-        evaluate-default compare real-run clean
+        evaluate-default compare real-run ood clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -47,6 +47,15 @@ evaluate-default: data/train data/heldout
 
 compare: data/train
 	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --out docs/results/compare.json
+
+# The default model on the one real run beside the project (its start is in the .mpr files).
+REAL ?= ../shared/real/li_li_tegdme_operando
+real-run: $(STAMP)
+	$(BIN)/lisentry label $(REAL)/nmr --echem $(REAL)/echem/*_03_GCPL_C05.txt \
+	    --echem-start 2023-08-11T12:40:15+01:00 --out docs/results/real_run_labels.csv --plot
+
+ood: $(STAMP)
+	$(BIN)/python benchmarks/ood_eval.py --model models/default --out docs/results/ood.json
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_read.py

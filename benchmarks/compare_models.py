@@ -4,7 +4,9 @@ The baselines of :mod:`lisentry.training.baselines` are trained on the dataset's
 (``Dataset.split`` with the seed and fractions of ``lisentry.training.config.DEFAULTS``, and
 ``--leave-out`` families held out whole) and evaluated on the test runs and the left-out runs
 with :func:`lisentry.training.evaluate.evaluate_predictions` after the same hysteresis as the
-detector. ``--model BUNDLE`` adds a learned bundle, run through
+detector, its alarm policy chosen per baseline on the validation runs
+(:func:`lisentry.training.evaluate.tune_policy`, as ``detector.tune_policy`` does for the learned
+model; ``--fixed-policy`` keeps the default policy). ``--model BUNDLE`` adds a learned bundle, run through
 :func:`lisentry.training.evaluate.predict_runs` with the bundle's temperature and
 :func:`lisentry.detector.online.policy_from_card`.
 
@@ -31,7 +33,8 @@ from lisentry.detector.hysteresis import AlarmPolicy
 from lisentry.training.baselines import BASELINES
 from lisentry.training.config import DEFAULTS
 from lisentry.training.data import load_runs
-from lisentry.training.evaluate import evaluate_predictions, format_table, save_json
+from lisentry.training.evaluate import (evaluate_predictions, format_table, save_json,
+                                        tune_policy)
 
 LABELS = {"rules": "RuleBaseline", "features_hgb": "FeatureBaseline (HGB)",
           "minirocket": "MiniRocket + ridge"}
@@ -78,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("dataset", type=Path, help="dataset folder (lisentry datasets build)")
     ap.add_argument("--leave-out", action="append", default=[], metavar="FAMILY",
                     help="family held out of training and evaluated separately (repeatable)")
+    ap.add_argument("--fixed-policy", action="store_true",
+                    help="smooth baselines with the default alarm policy instead of tuning it on "
+                         "the validation runs (the learned model uses the policy of its card)")
     ap.add_argument("--model", default=None, help="learned bundle folder to compare as well")
     ap.add_argument("--out", type=Path, default=None, help="JSON with all results")
     ap.add_argument("--only", default=",".join(BASELINES),
@@ -99,6 +105,7 @@ def main(argv=None) -> int:
                          min_consecutive=det["min_consecutive"])
     horizon = float(det["horizon_s"])
     train = load_runs(ds, split["train"])
+    val = load_runs(ds, split["val"]) if not a.fixed_policy else []
     eval_sets = {k: load_runs(ds, split[k]) for k in ("test", "leave_out") if split[k]}
     if not train or not eval_sets:
         _log(f"error: {a.dataset}: need training and test runs; got {len(train)} train, "
@@ -126,9 +133,19 @@ def main(argv=None) -> int:
         if hasattr(est, "temperature_"):
             entry["temperature"] = est.temperature_
         _log(f"{LABELS[name]}: fitted in {fit_s:.1f} s")
+        bpolicy = policy
+        if val:
+            # The same treatment as the learned model (detector.tune_policy): the alarm policy
+            # is chosen on validation runs, never on the evaluation runs.
+            bpolicy, search = tune_policy(val, est.predict_runs(val, policy), horizon_s=horizon,
+                                          max_false_alarms_per_100h=det["max_false_alarms_per_100h"])
+            entry["policy"] = bpolicy.to_dict()
+            entry["policy_val_macro_f1"] = search["chosen"]["macro_f1"]
+            _log(f"{LABELS[name]}: alarm policy tuned on {len(val)} validation runs: "
+                 f"{bpolicy.to_dict()}")
         for sset, runs in eval_sets.items():
             t0 = time.perf_counter()
-            preds = est.predict_runs(runs, policy)
+            preds = est.predict_runs(runs, bpolicy)
             n_frames = sum(len(r) for r in runs)
             ms = (time.perf_counter() - t0) / max(n_frames, 1) * 1e3
             res = evaluate_predictions(runs, preds, horizon)

@@ -38,7 +38,10 @@ DEFAULTS: dict[str, Any] = {
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
               "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15}},
-    "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0},
+    # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
+    # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
+    "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0,
+                 "tune_policy": False, "max_false_alarms_per_100h": 1.0},
     "mlflow": {"enabled": True, "experiment": "lisentry", "tracking_uri": None,
                "register_as": None, "alias": "champion"},
 }
@@ -143,6 +146,11 @@ def _validate(d: dict) -> None:
          "one of none, balanced, sqrt_balanced"),
         ("detector.horizon_s", d["detector"]["horizon_s"],
          isinstance(d["detector"]["horizon_s"], (int, float)) and d["detector"]["horizon_s"] > 0, "> 0"),
+        ("detector.tune_policy", d["detector"]["tune_policy"],
+         isinstance(d["detector"]["tune_policy"], bool), "true or false"),
+        ("detector.max_false_alarms_per_100h", d["detector"]["max_false_alarms_per_100h"],
+         isinstance(d["detector"]["max_false_alarms_per_100h"], (int, float))
+         and d["detector"]["max_false_alarms_per_100h"] >= 0, ">= 0"),
         ("split.val_frac", d["split"]["val_frac"], 0 < d["split"]["val_frac"] < 1, "in (0, 1)"),
     ]
     for name, got, ok, must in checks:

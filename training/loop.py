@@ -25,7 +25,7 @@ from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_E
 from lisentry.models.registry import MODELS
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs)
-from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs
+from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
 from lisentry.training.tracking import Tracker
 
 
@@ -169,9 +169,25 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     keep = y >= 0
     ece = float(expected_calibration_error(p_cal[keep], y[keep])) if keep.any() else None
     ood_thr = float(ood_threshold(energy_score(z, temperature)))
+    detector_cfg = dict(cfg["detector"])
+    policy_search = None
+    if detector_cfg.get("tune_policy"):
+        # Same calibrated probabilities the detector will see; chosen on validation runs only.
+        cal = predict_runs(model, val_runs, temperature=temperature, policy=policy, device=device)
+        policy, policy_search = tune_policy(
+            val_runs, cal, horizon_s=detector_cfg["horizon_s"],
+            max_false_alarms_per_100h=detector_cfg["max_false_alarms_per_100h"])
+        detector_cfg.update(enter=policy.enter, exit=policy.exit,
+                            min_consecutive=policy.min_consecutive)
+        c = policy_search["chosen"]
+        print(f"alarm policy tuned on validation runs: enter {c['enter']}, exit {c['exit']}, "
+              f"min_consecutive {c['min_consecutive']} (val macro-F1 {c['macro_f1']:.3f}, "
+              f"{c['false_alarms_per_100h']:.2f} false alarms/100 h)", file=sys.stderr)
 
     metrics = {"val_macro_f1": best, "temperature": temperature, "val_ece": ece,
                "epochs_run": epoch, "train_minutes": (time.monotonic() - t_start) / 60}
+    if policy_search is not None:
+        metrics["policy_search"] = policy_search
     eval_sets = {"test": split["test"], "leave_out": split["leave_out"]}
     for name, ids in eval_sets.items():
         if not ids:
@@ -189,7 +205,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         "nucleus": "7Li",
         "temperature": temperature,
         "ood_threshold": ood_thr,
-        "detector": dict(cfg["detector"]),
+        "detector": detector_cfg,
         "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION},
         "normalisation": ds.manifest.get("normalisation"),
         "training_config": cfg.to_dict(),

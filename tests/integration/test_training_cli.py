@@ -40,8 +40,14 @@ def test_train_track_register_evaluate(smoke):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{smoke / 'mlflow.db'}"}
     lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
              "--set", f"out={smoke / 'model'}", "--set", "mlflow.enabled=true",
-             "--set", "mlflow.register_as=smoke-model", cwd=smoke, env=env)
+             "--set", "mlflow.register_as=smoke-model", "--set", "detector.tune_policy=true",
+             cwd=smoke, env=env)
     card = json.loads((smoke / "model" / "card.json").read_text())
+    # the alarm policy was chosen on the validation runs and is the one the bundle carries
+    chosen = card["metrics"]["policy_search"]["chosen"]
+    assert {k: card["detector"][k] for k in ("enter", "exit", "min_consecutive")} == {
+        k: chosen[k] for k in ("enter", "exit", "min_consecutive")}
+    assert len(card["metrics"]["policy_search"]["grid"]) > 10
     assert card["training_data_hash"] and card["processing"]["ppm_min"] == -100
     assert 0.05 <= card["temperature"] <= 20
     assert (smoke / "model" / "weights.safetensors").stat().st_size > 1000
