@@ -118,7 +118,7 @@ def lazy_check(out: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-per-family", type=int, default=11,
-                    help="runs of each of the 9 families (default 11: 99 runs)")
+                    help="runs of each built-in family (default 11)")
     ap.add_argument("--max-frames", type=int, default=40,
                     help="frames per run at most (default 40; 0 = whole protocols)")
     ap.add_argument("--workers", type=int, default=2)

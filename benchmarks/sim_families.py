@@ -38,6 +38,9 @@ PAPER = {
                   "stages; hard short after ~7.6 d (182 h)",
     "hc_normal_cycling": "(negative control) normal cycling, no abnormal species",
     "graphite_normal_cycling": "(negative control) normal cycling, no abnormal species",
+    "li_liquid_li_cycling": "(negative control for shorts; generic Li | ether | Li behaviour, not a "
+                            "paper run) microstructure 260-272 ppm accumulating over days of "
+                            "cycling, tens of mV polarization, no short",
 }
 
 #: Known deviations from the papers and limits of the checks (tests/unit/datasets/test_sim_timelines_spectra.py).

@@ -64,6 +64,7 @@ FAMILY_FILES: dict[str, str] = {
     "li_llzo_li": "li_llzo_li.yaml",
     "hc_normal_cycling": "hc_normal_cycling.yaml",
     "graphite_normal_cycling": "graphite_normal_cycling.yaml",
+    "li_liquid_li_cycling": "li_liquid_li_cycling.yaml",
 }
 
 _NMR_DEFAULTS = {"electrolyte_shift_ppm": 4.0, "host_kind": "hard_carbon",
