@@ -4,6 +4,7 @@ then a model bundle (safetensors + JSON card) and MLflow logging."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -172,8 +173,9 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     detector_cfg = dict(cfg["detector"])
     policy_search = None
     if detector_cfg.get("tune_policy"):
-        # Same calibrated probabilities the detector will see; chosen on validation runs only.
-        cal = predict_runs(model, val_runs, temperature=temperature, policy=policy, device=device)
+        # Same calibrated probabilities the detector will see (from the logits computed above
+        # for the temperature fit, not a second pass); chosen on validation runs only.
+        cal = [dataclasses.replace(p, proba=softmax_t(p.logits, temperature)) for p in preds]
         policy, policy_search = tune_policy(
             val_runs, cal, horizon_s=detector_cfg["horizon_s"],
             max_false_alarms_per_100h=detector_cfg["max_false_alarms_per_100h"])
