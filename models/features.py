@@ -21,7 +21,17 @@ Electrochemistry features (:data:`ECHEM_FEATURES`, in this order; all scaled to 
 ``potential_noise_asinh``   ``asinh(rms / 1 mV)``, rms = residual of a straight-line fit of
                             potential vs time over the last 5 frames (soft-short spikes and
                             noise, not the normal ramp); needs >= 3 known potentials
+``dlnI_dt_asinh``           ``asinh((d ln|I| / dt) / 0.1 per h)`` over the interval to the most
+                            recent earlier frame with a known current; defined when both
+                            currents are non-zero with the same sign
+``dlnI_dt_3_asinh``         the same over the 3rd most recent earlier frame with a known
+                            current (less noisy)
 ==========================  ================================================================
+
+Why relative current trends: during a potential hold the current of a healthy cell decays
+slowly (about -10 %/h); a soft short's leak turns it upward tens of minutes before a hard
+short (Menkin, Grey et al., Faraday Discuss. 2023). On the ``asinh(I / 0.1 mA)`` scale a
+2 % change of a 10 uA hold current is invisible, on ``d ln|I| / dt`` it is not.
 """
 from __future__ import annotations
 
@@ -39,9 +49,11 @@ ECHEM_FEATURES: tuple[str, ...] = (
     "charge_asinh",
     "log1p_h_since_step",
     "potential_noise_asinh",
+    "dlnI_dt_asinh",
+    "dlnI_dt_3_asinh",
 )
 #: Bumped whenever a feature's definition or scale changes (stored in model cards).
-ECHEM_FEATURES_VERSION = 1
+ECHEM_FEATURES_VERSION = 2
 
 I_REF_A = 1e-4  #: current scale, A (0.1 mA)
 DVDT_REF_V_PER_H = 0.1  #: dV/dt scale, V/h
@@ -50,6 +62,8 @@ NOISE_REF_V = 1e-3  #: potential-noise scale, V (1 mV)
 NOISE_WINDOW = 5  #: frames in the potential-noise window (current frame included)
 I_ZERO_A = 1e-7  #: currents with magnitude <= this are "rest" (sign 0), A
 REL_JUMP = 0.3  #: relative current change that counts as a step
+DLNI_REF_PER_H = 0.1  #: relative current-change scale, 1/h (10 % per hour)
+CURRENT_LAGS = 3  #: frames back for ``dlnI_dt_3_asinh``
 
 N_ECHEM = len(ECHEM_FEATURES)
 
@@ -113,6 +127,19 @@ class EchemFeatureState:
         self._t_step: float | None = None  # t_s of the last step change of the current
         self._window: deque[tuple[float, float]] = deque(maxlen=NOISE_WINDOW)  # (t, V or nan)
         self._last_t: float | None = None
+        # (t_s, I) of the last CURRENT_LAGS frames with a known current, oldest first
+        self._currents: deque[tuple[float, float]] = deque(maxlen=CURRENT_LAGS)
+
+    @staticmethod
+    def _dlnI(t: float, cur: float, prev: tuple[float, float] | None) -> float | None:
+        """asinh-scaled d ln|I|/dt between ``prev`` and (t, cur); None where undefined."""
+        if prev is None or t <= prev[0]:
+            return None
+        s0, s1 = _sign(prev[1]), _sign(cur)
+        if s0 == 0 or s0 != s1:
+            return None
+        rate = (math.log(abs(cur)) - math.log(abs(prev[1]))) / ((t - prev[0]) / 3600.0)
+        return math.asinh(rate / DLNI_REF_PER_H)
 
     def update(self, t_s: float, potential_V: float, current_A: float,
                charge_C: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +193,13 @@ class EchemFeatureState:
                 if _sign(cur) != _sign(prev) or (jump and max(abs(cur), abs(prev)) > I_ZERO_A):
                     self._t_step = t
             self._last_i = cur
+            for j, prev in ((6, self._currents[-1] if self._currents else None),
+                            (7, self._currents[0] if len(self._currents) == CURRENT_LAGS
+                             else None)):
+                r = self._dlnI(t, cur, prev)
+                if r is not None:
+                    f[j], m[j] = r, 1
+            self._currents.append((t, cur))
         if self._t_step is not None:
             f[4], m[4] = math.log1p((t - self._t_step) / 3600.0), 1
         if q_ok:
@@ -191,7 +225,8 @@ class EchemFeatureState:
         return {"version": ECHEM_FEATURES_VERSION,
                 "last_v": None if self._last_v is None else list(self._last_v),
                 "last_i": self._last_i, "t_step": self._t_step, "last_t": self._last_t,
-                "window": [[t, nn(v)] for t, v in self._window]}
+                "window": [[t, nn(v)] for t, v in self._window],
+                "currents": [[t, i] for t, i in self._currents]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EchemFeatureState":
@@ -204,6 +239,8 @@ class EchemFeatureState:
         st._last_i, st._t_step, st._last_t = d["last_i"], d["t_step"], d["last_t"]
         for t, v in d["window"]:
             st._window.append((float(t), float("nan") if v is None else float(v)))
+        for t, i in d.get("currents", []):
+            st._currents.append((float(t), float(i)))
         return st
 
 

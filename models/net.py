@@ -170,14 +170,18 @@ class LisentryNet(nn.Module):
         z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
         return self.fuse(torch.cat([s, z], dim=-1))
 
-    def _heads(self, g: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _heads(self, g: torch.Tensor, z: torch.Tensor, features: bool = False
+               ) -> dict[str, torch.Tensor]:
         gz = torch.cat([g, z], dim=-1)
-        return {"logits": self.head(gz), "aux": self.aux_head(gz) * self.aux_scale}
+        out = {"logits": self.head(gz), "aux": self.aux_head(gz) * self.aux_scale}
+        if features:
+            out["features"] = gz
+        return out
 
     # ------------------------------------------------------------------ batch
     def forward(self, spectra, echem, lengths=None, mask=None, *, echem_mask=None,
-                state: dict[str, torch.Tensor] | None = None, return_state: bool = False
-                ) -> dict[str, torch.Tensor]:
+                state: dict[str, torch.Tensor] | None = None, return_state: bool = False,
+                return_features: bool = False) -> dict[str, torch.Tensor]:
         """Run whole sequences (left-aligned, padding at the end).
 
         Parameters
@@ -197,6 +201,9 @@ class LisentryNet(nn.Module):
             Streaming state to continue from (e.g. after :meth:`step`); default: a fresh run.
         return_state : bool
             Also return the state after each sequence's last valid frame under ``"state"``.
+        return_features : bool
+            Also return the classification head's input (GRU output and frame embedding,
+            ``(B, T, 2 * hidden)``) under ``"features"``, e.g. for a feature-space OOD score.
 
         Returns
         -------
@@ -233,7 +240,7 @@ class LisentryNet(nn.Module):
                                                        enforce_sorted=False)
             g, h = self.gru(packed, state["h"])
             g, _ = nn.utils.rnn.pad_packed_sequence(g, batch_first=True, total_length=T)
-        out = self._heads(g, z)
+        out = self._heads(g, z, return_features)
         if not full:
             valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[..., None]
             out = {k: torch.where(valid, v, torch.zeros((), device=v.device))
@@ -261,7 +268,8 @@ class LisentryNet(nn.Module):
         return lengths
 
     # ------------------------------------------------------------------ streaming
-    def step(self, spectrum, echem, state: dict[str, torch.Tensor], *, echem_mask=None
+    def step(self, spectrum, echem, state: dict[str, torch.Tensor], *, echem_mask=None,
+             return_features: bool = False
              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Advance every run of the batch by one frame.
 
@@ -275,6 +283,8 @@ class LisentryNet(nn.Module):
             From :meth:`init_state` or a previous call (not modified).
         echem_mask : Tensor, optional
             ``(B, n_echem)``.
+        return_features : bool
+            Also return the head input ``(B, 2 * hidden)`` under ``"features"``.
 
         Returns
         -------
@@ -294,15 +304,58 @@ class LisentryNet(nn.Module):
         ref_mask = torch.where(have, state["ref_mask"], m.to(v.dtype))
         z = self._embed(x, e, em, ref, ref_mask)
         g, h = self.gru(z[:, None, :], state["h"])
-        out = self._heads(g[:, 0], z)
+        out = self._heads(g[:, 0], z, return_features)
         return out, {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": state["n_seen"] + 1}
 
 
 # ---------------------------------------------------------------------- losses
+def run_balanced_weights(labels: torch.Tensor, n_classes: int, power: float,
+                         valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-frame weights ``count(run, class)^-power``, scaled to mean 1 over each run's frames.
+
+    The evaluation's macro-F1 is taken per run, so a class that lasts two frames of a run
+    counts as much as one lasting two hundred; ``power = 1`` makes the loss see it that way,
+    ``power = 0`` weighs all frames alike.
+
+    Parameters
+    ----------
+    labels : Tensor
+        ``(B, T)`` class indices, -1 = unlabelled.
+    n_classes : int
+        Number of classes.
+    power : float
+        Exponent in [0, 1].
+    valid : Tensor, optional
+        ``(B, T)`` bool, False on padding.
+
+    Returns
+    -------
+    Tensor
+        ``(B, T)`` float weights, 0 on unlabelled or padded frames.
+
+    Examples
+    --------
+    >>> w = run_balanced_weights(torch.tensor([[0, 0, 0, 1]]), 4, 1.0)
+    >>> [round(x, 3) for x in w[0].tolist()]   # 3 frames of class 0 and 1 of class 1
+    [0.667, 0.667, 0.667, 2.0]
+    """
+    lab = labels.to(torch.int64)
+    ok = lab >= 0
+    if valid is not None:
+        ok = ok & valid.to(torch.bool)
+    onehot = F.one_hot(torch.where(ok, lab, torch.zeros_like(lab)), n_classes) * ok[..., None]
+    counts = onehot.sum(dim=1, keepdim=True).to(torch.float32)  # (B, 1, C)
+    per = (onehot * counts).sum(-1).clamp(min=1.0)  # count of each frame's class in its run
+    w = per.pow(-float(power)) * ok
+    n = ok.sum(dim=1, keepdim=True).clamp(min=1)
+    return w * n / w.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
                         valid: torch.Tensor | None = None,
-                        class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over valid, labelled frames.
+                        class_weight: torch.Tensor | None = None,
+                        frame_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (weighted) cross-entropy over valid, labelled frames.
 
     Parameters
     ----------
@@ -314,12 +367,21 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
         ``(B, T)`` bool, False on padding.
     class_weight : Tensor, optional
         ``(C,)`` weights.
+    frame_weight : Tensor, optional
+        ``(B, T)`` extra per-frame weights (e.g. :func:`run_balanced_weights`).
     """
     labels = labels.to(torch.int64)
     if valid is not None:
         labels = torch.where(valid.to(torch.bool), labels, torch.full_like(labels, -1))
     if not bool((labels >= 0).any()):
         return logits.sum() * 0.0
+    if frame_weight is not None:
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                             weight=class_weight, ignore_index=-1, reduction="none")
+        fw = frame_weight.reshape(-1).to(ce.dtype) * (labels.reshape(-1) >= 0)
+        cw = (class_weight[labels.reshape(-1).clamp(min=0)] if class_weight is not None
+              else torch.ones_like(ce))
+        return (ce * fw).sum() / (cw * fw).sum().clamp(min=1e-12)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            weight=class_weight, ignore_index=-1)
 

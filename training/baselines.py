@@ -229,7 +229,7 @@ _DESC_KEYS = ("cluster", "cluster_rel", "cluster_peak_ppm", "metal_extra", "meta
               "metal_peak_ppm", "ce_frac", "noise")
 _RATE_KEYS = ("cluster", "cluster_peak_ppm", "metal_extra", "metal_diff", "ce_frac")
 _ECHEM_KEYS = ("potential_V", "current_asinh", "dVdt_asinh", "charge_asinh",
-               "log1p_h_since_step", "potential_noise_asinh")
+               "log1p_h_since_step", "potential_noise_asinh", "dlnI_dt_asinh", "dlnI_dt_3_asinh")
 FEATURE_NAMES: tuple[str, ...] = (
     _DESC_KEYS
     + tuple(f"d{lag}_{k}_per_h" for lag in (1, 3) for k in _RATE_KEYS)

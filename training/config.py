@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
               "input_scale": 1.0},
     "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6,
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
-              "device": "auto", "threads": 0, "grad_clip": 1.0,
+              "run_balance": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
     # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
@@ -144,6 +144,8 @@ def _validate(d: dict) -> None:
         ("train.device", t["device"], t["device"] in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
         ("train.class_weight", t["class_weight"], t["class_weight"] in ("none", "balanced", "sqrt_balanced"),
          "one of none, balanced, sqrt_balanced"),
+        ("train.run_balance", t["run_balance"],
+         isinstance(t["run_balance"], (int, float)) and 0 <= t["run_balance"] <= 1, "in [0, 1]"),
         ("detector.horizon_s", d["detector"]["horizon_s"],
          isinstance(d["detector"]["horizon_s"], (int, float)) and d["detector"]["horizon_s"] > 0, "> 0"),
         ("detector.tune_policy", d["detector"]["tune_policy"],

@@ -76,7 +76,7 @@ def frame_macro_f1(runs: Sequence[RunTensors], preds: Sequence[RunPrediction]) -
 def format_table(result: dict) -> str:
     """A plain-text table: one row per family plus 'all'."""
     rows = [("family", "runs", "macro-F1", "accuracy", "plating delay min (det/n)",
-             "short lead min (det/n)", "missed shorts", "false alarms /100h")]
+             "from visible min", "short lead min (det/n)", "missed shorts", "false alarms /100h")]
 
     def fmt(x, scale=1.0):
         return "-" if x is None else (f"{x:.3f}" if scale == 1.0 else f"{x / scale:.1f}")
@@ -85,6 +85,7 @@ def format_table(result: dict) -> str:
         pl, sh, fa = agg["plating"], agg["short"], agg["false_alarms"]
         return (name, str(agg["n_runs"]), fmt(agg["macro_f1_mean"]), fmt(agg["accuracy"]),
                 fmt(pl["delay_s"]["median"], 60.0) + f" ({pl['n_detected']}/{pl['n_runs_with_onset']})",
+                fmt((pl.get("delay_from_visible_s") or {}).get("median"), 60.0),
                 fmt(sh["lead_s"]["median"], 60.0) + f" ({sh['n_detected']}/{sh['n_runs_with_short']})",
                 f"{sh['n_missed']}+{sh['n_premature']} premature",
                 "-" if fa["per_100h"] is None else f"{fa['per_100h']:.2f} ({fa['event_free_h']:.0f} h)")

@@ -61,11 +61,13 @@ def build_model(cfg: TrainConfig, n_ppm: int):
     return MODELS[name](n_ppm=n_ppm, n_echem=N_ECHEM, classes=CLASSES, **mc)
 
 
-def _loss(model, batch, weights, aux_weight):
-    from lisentry.models.net import aux_loss, classification_loss
+def _loss(model, batch, weights, aux_weight, run_balance: float = 0.0):
+    from lisentry.models.net import aux_loss, classification_loss, run_balanced_weights
     out = model(batch["spectra"], batch["echem"], lengths=batch["lengths"],
                 echem_mask=batch["echem_mask"])
-    loss = classification_loss(out["logits"], batch["y"], batch["valid"], weights)
+    fw = (run_balanced_weights(batch["y"], out["logits"].shape[-1], run_balance, batch["valid"])
+          if run_balance else None)
+    loss = classification_loss(out["logits"], batch["y"], batch["valid"], weights, fw)
     if aux_weight:
         loss = loss + aux_weight * aux_loss(out["aux"], batch["aux"], model.aux_names, batch["valid"])
     return loss
@@ -123,7 +125,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
             chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm) for k in idx]
             batch = collate(chunk, device)
-            loss = _loss(model, batch, weights, tc["aux_weight"])
+            loss = _loss(model, batch, weights, tc["aux_weight"], tc.get("run_balance", 0.0))
             opt.zero_grad()
             loss.backward()
             if tc.get("grad_clip"):

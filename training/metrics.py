@@ -12,6 +12,10 @@ Definitions (``shared/interfaces.md``, "Metrics"):
 * **Plating-onset delay**: start of the first ``plating_onset``-level episode (plating or
   short predicted) minus the true onset, s. Episodes starting more than 30 min before the
   onset are *false plating alarms* and do not count as the detection.
+  Because the simulator's onset is the nucleation of the metal, which is invisible until it
+  grows above the detection limit, the delay is also reported from the first frame whose
+  truth is ``plating_onset``-level (``delay_from_visible_s``) together with that frame's lag
+  behind the nucleation (``visible_lag_s``): the part of the delay no detector can remove.
 * **Short lead time**: true short time minus the start of the first ``imminent_short``
   episode that starts in ``[t_short - 2H, t_short)``, s. Episodes starting before
   ``t_short - 2H`` are *premature*. ``outcome`` is ``detected``, else ``premature`` (only
@@ -169,7 +173,7 @@ def alarm_episodes(y_pred, level: str = "plating_onset", persistence: int = PERS
 
 
 def plating_delay(t_s, y_pred, t_onset: float | None, *, persistence: int = PERSISTENCE,
-                  early_s: float = EARLY_PLATING_S) -> dict:
+                  early_s: float = EARLY_PLATING_S, y_true=None) -> dict:
     """Plating-onset detection delay of one run.
 
     Parameters
@@ -179,24 +183,43 @@ def plating_delay(t_s, y_pred, t_onset: float | None, *, persistence: int = PERS
     y_pred : sequence
         Predicted labels.
     t_onset : float or None
-        True plating onset, s (``None``/NaN: the run has none).
+        True plating onset (nucleation of working-side metal), s (``None``/NaN: the run has
+        none).
+    y_true : sequence, optional
+        True labels; when given, the delay is also measured from the first frame at or after
+        the onset whose true class is ``plating_onset`` or more severe — the first frame in
+        which the new metal is above the detection limit (SNR 3), i.e. the earliest a
+        detector reading spectra could see it.
 
     Returns
     -------
     dict
         ``delay_s`` (alarm start - onset, s; ``None`` if not detected), ``detected`` (bool;
-        ``None`` without onset) and ``n_false_plating_alarms`` (episodes starting more than
-        ``early_s`` before the onset; ``None`` without onset).
+        ``None`` without onset), ``n_false_plating_alarms`` (episodes starting more than
+        ``early_s`` before the onset; ``None`` without onset), and with ``y_true``:
+        ``visible_lag_s`` (first truth-labelled frame - onset, s) and ``delay_from_visible_s``
+        (alarm start - that frame, s).
     """
     t = np.asarray(t_s, dtype=float)
     onset = _event_time(t_onset)
     if onset is None:
-        return {"delay_s": None, "detected": None, "n_false_plating_alarms": None}
+        out = {"delay_s": None, "detected": None, "n_false_plating_alarms": None}
+        if y_true is not None:
+            out.update(visible_lag_s=None, delay_from_visible_s=None)
+        return out
     starts = [t[a] for a, _ in alarm_episodes(y_pred, "plating_onset", persistence)]
     early = [s for s in starts if s < onset - early_s]
     ok = [s for s in starts if s >= onset - early_s]
-    return {"delay_s": _none(ok[0] - onset) if ok else None, "detected": bool(ok),
-            "n_false_plating_alarms": len(early)}
+    out = {"delay_s": _none(ok[0] - onset) if ok else None, "detected": bool(ok),
+           "n_false_plating_alarms": len(early)}
+    if y_true is not None:
+        yt = as_indices(y_true)
+        vis = np.flatnonzero((yt >= CLASSES.index("plating_onset")) & (t >= onset))
+        t_vis = float(t[vis[0]]) if len(vis) else None
+        out["visible_lag_s"] = _none(t_vis - onset) if t_vis is not None else None
+        out["delay_from_visible_s"] = (_none(ok[0] - t_vis) if ok and t_vis is not None
+                                       else None)
+    return out
 
 
 def short_lead_time(t_s, y_pred, t_short: float | None, horizon_s: float = DEFAULT_HORIZON_S,
@@ -302,7 +325,7 @@ def run_metrics(t_s, y_true, y_pred, t_onset: float | None = None, t_short: floa
         "per_class_f1": f1,
         "confusion": cm.tolist(),
         "classes": list(classes),
-        "plating": plating_delay(t, yp, t_onset, persistence=persistence),
+        "plating": plating_delay(t, yp, t_onset, persistence=persistence, y_true=yt),
         "short": short_lead_time(t, yp, t_short, horizon_s, persistence=persistence),
         "false_alarms": false_alarms(t, yt, yp, t_onset, t_short, horizon_s,
                                      persistence=persistence),
@@ -337,6 +360,9 @@ def aggregate(per_run: Sequence[dict]) -> dict:
 
     pl = [r["plating"] for r in runs if r["plating"]["detected"] is not None]
     delays = [p["delay_s"] for p in pl if p["detected"]]
+    vis_lags = [p["visible_lag_s"] for p in pl if p.get("visible_lag_s") is not None]
+    vis_delays = [p["delay_from_visible_s"] for p in pl
+                  if p["detected"] and p.get("delay_from_visible_s") is not None]
     sh = [r["short"] for r in runs if r["short"]["outcome"] is not None]
     leads = [s["lead_s"] for s in sh if s["outcome"] == "detected"]
     n_fa = sum(r["false_alarms"]["n_false_alarms"] for r in runs)
@@ -356,6 +382,8 @@ def aggregate(per_run: Sequence[dict]) -> dict:
             "detection_rate": len(delays) / len(pl) if pl else None,
             "delay_s": _stats(delays),
             "delays_s": delays,
+            "visible_lag_s": _stats(vis_lags),
+            "delay_from_visible_s": _stats(vis_delays),
             "n_false_plating_alarms": sum(p["n_false_plating_alarms"] for p in pl),
         },
         "short": {

@@ -86,6 +86,36 @@ def test_a_spike_raises_the_noise_feature_but_a_ramp_does_not():
     np.testing.assert_allclose(f_spike[:7], f_ramp[:7])  # causal: nothing changes before
 
 
+def test_relative_current_trend_hand_computed():
+    f, m = echem_features(T, V, I, Q)
+    d1, d3 = COL["dlnI_dt_asinh"], COL["dlnI_dt_3_asinh"]
+    # frame 1: same current -> 0; frame 2: x2 in 0.5 h -> ln 2 / 0.5 h; frame 3: flat;
+    # frame 4: sign change -> undefined; frame 5: current unknown -> undefined
+    assert m[:, d1].tolist() == [0, 1, 1, 1, 0, 0]
+    np.testing.assert_allclose(f[1:4, d1], np.arcsinh([0.0, math.log(2) / 0.5 / 0.1, 0.0]),
+                               rtol=1e-6, atol=1e-7)
+    # 3 frames back: frame 3 vs frame 0 (ln 2 over 1.5 h); frame 4 vs 1: sign change
+    assert m[:, d3].tolist() == [0, 0, 0, 1, 0, 0]
+    assert f[3, d3] == pytest.approx(math.asinh(math.log(2) / 1.5 / 0.1), rel=1e-6)
+
+
+def test_a_soft_short_leak_turns_the_hold_current_trend_positive():
+    # potentiostatic hold: the current decays 1 % per 7.5-min frame, then a leak of
+    # -5.5 mV / R_s with R_s falling from 30 kOhm adds a growing current
+    t = np.arange(40) * 450.0
+    i_cell = 10e-6 * 0.99 ** np.arange(40)
+    r_s = np.where(np.arange(40) < 30, np.inf, 3e4 / 2.0 ** (np.arange(40) - 30))
+    i = i_cell + 5.5e-3 / r_s
+    v = np.full(40, -5.5e-3)
+    f, m = echem_features(t, v, i, np.full(40, np.nan))
+    d3 = COL["dlnI_dt_3_asinh"]
+    assert np.all(f[3:30, d3] < 0)        # healthy hold: decaying current
+    assert np.all(f[32:, d3] > 0.5)       # leak: rising current
+    # the absolute-current feature barely moves over the same frames (why the trend is needed)
+    c = COL["current_asinh"]
+    assert abs(f[32, c] - f[29, c]) < 0.01
+
+
 def test_streaming_equals_batch_and_state_round_trips_through_json():
     rng = np.random.default_rng(3)
     n = 40

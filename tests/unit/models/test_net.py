@@ -7,7 +7,8 @@ import torch
 
 from lisentry.datasets.errors import ConfigError
 from lisentry.models.features import N_ECHEM
-from lisentry.models.net import AUX_DEFAULT, LisentryNet, aux_loss, classification_loss
+from lisentry.models.net import (AUX_DEFAULT, LisentryNet, aux_loss, classification_loss,
+                                 run_balanced_weights)
 
 P = 96  # a small ppm grid keeps the tests fast
 
@@ -138,6 +139,36 @@ def test_bad_arguments_are_clear():
         net(torch.zeros(1, 2, 50), torch.zeros(1, 2, N_ECHEM))
     with pytest.raises(ValueError, match="lengths must be"):
         net(torch.zeros(1, 2, P), torch.zeros(1, 2, N_ECHEM), lengths=torch.tensor([0]))
+
+
+def test_run_balanced_weights_make_each_class_of_a_run_count_alike():
+    labels = torch.tensor([[0, 0, 0, 0, 0, 0, 2, 2, -1], [1, 1, 3, 3, 3, 3, -1, -1, -1]])
+    valid = torch.tensor([[True] * 8 + [False], [True] * 6 + [False] * 3])
+    w = run_balanced_weights(labels, 4, 1.0, valid)
+    # run 0: six frames of class 0 and two of class 2 carry equal total weight
+    assert w[0, :6].sum().item() == pytest.approx(w[0, 6:8].sum().item())
+    assert w[0, 8].item() == 0 and w[1, 6:].sum().item() == 0
+    # mean weight 1 over each run's labelled frames
+    assert w[0, :8].mean().item() == pytest.approx(1.0)
+    assert w[1, :6].mean().item() == pytest.approx(1.0)
+    assert torch.allclose(run_balanced_weights(labels, 4, 0.0, valid)[0, :8], torch.ones(8))
+
+
+def test_frame_weighted_loss_is_the_weighted_mean_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4)
+    labels = torch.tensor([[0, 1, 1, 2, -1], [3, 3, 0, 0, 0]])
+    fw = torch.rand(2, 5)
+    cw = torch.tensor([1.0, 2.0, 0.5, 1.5])
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), labels.reshape(-1).clamp(min=0),
+                                           reduction="none")
+    keep = labels.reshape(-1) >= 0
+    wt = (cw[labels.reshape(-1).clamp(min=0)] * fw.reshape(-1))[keep]
+    expect = (ce[keep] * wt).sum() / wt.sum()
+    torch.testing.assert_close(classification_loss(logits, labels, None, cw, fw), expect)
+    # all-ones frame weights give the usual class-weighted mean
+    torch.testing.assert_close(classification_loss(logits, labels, None, cw, torch.ones(2, 5)),
+                               classification_loss(logits, labels, None, cw))
 
 
 def test_classification_loss_ignores_unlabelled_and_padding():

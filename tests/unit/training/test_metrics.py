@@ -58,6 +58,26 @@ def test_plating_delay_and_false_plating_alarms():
     assert plating_delay(t, yp, None)["detected"] is None
 
 
+def test_plating_delay_is_also_measured_from_the_first_visible_frame():
+    t = np.arange(12) * 600.0
+    # metal nucleates at 2000 s, first frame above the detection limit is 4200 s (index 7)
+    yt = [N] * 7 + [P] * 5
+    yp = [N] * 8 + [P] * 4          # alarm starts at 4800 s
+    d = plating_delay(t, yp, 2000.0, y_true=yt)
+    assert d["delay_s"] == 2800.0
+    assert d["visible_lag_s"] == 2200.0
+    assert d["delay_from_visible_s"] == 600.0
+    # an alarm before the metal is visible gives a negative delay from the visible frame
+    d2 = plating_delay(t, [N] * 5 + [P] * 7, 2000.0, y_true=yt)
+    assert d2["delay_from_visible_s"] == -1200.0
+    # nothing detected: no delay from the visible frame, the lag is still known
+    d3 = plating_delay(t, [N] * 12, 2000.0, y_true=yt)
+    assert d3["delay_from_visible_s"] is None and d3["visible_lag_s"] == 2200.0
+    agg = aggregate([run_metrics(t, yt, yp, t_onset=2000.0)])
+    assert agg["plating"]["delay_from_visible_s"]["median"] == 600.0
+    assert agg["plating"]["visible_lag_s"]["median"] == 2200.0
+
+
 def test_short_lead_time_outcomes():
     t = np.arange(17) * 600.0
     t_short, H = 9000.0, 3600.0  # premature if the alarm starts before 9000 - 7200 = 1800 s
@@ -111,7 +131,8 @@ def test_run_metrics_and_aggregate():
 
     assert r1["run_id"] == "r1" and r1["n_correct"] == 14 and r1["n_labelled"] == 20
     assert r1["macro_f1"] == pytest.approx((2 / 3 + 8 / 11) / 2)
-    assert r1["plating"] == {"delay_s": -1800.0, "detected": True, "n_false_plating_alarms": 2}
+    assert r1["plating"] == {"delay_s": -1800.0, "detected": True, "n_false_plating_alarms": 2,
+                             "visible_lag_s": 0.0, "delay_from_visible_s": -1800.0}
     assert r1["short"]["outcome"] is None
     assert r2["n_correct"] == 15
     assert r2["macro_f1"] == pytest.approx((18 / 19 + 12 / 13) / 2)
