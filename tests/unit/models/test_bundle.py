@@ -11,7 +11,7 @@ import torch
 
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.bundle import BundleError, bundle_hash, export_onnx, load_bundle, save_bundle
-from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
+from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
 from lisentry.models.net import LisentryNet
 
 GRID = {"min": 0.0, "max": 31.5, "step": 0.5}  # 64 points
@@ -32,7 +32,7 @@ def bundle_dir(tmp_path):
         "horizon_s": 3600, "metrics": {"macro_f1": np.float64(0.9), "ece": float("nan")},
         "training_data_hash": "abc123", "training_config": {"epochs": 3, "lr": 1e-3},
         "detector": {"horizon_s": 3600.0}, "training_split": {"val": ["r2"], "train": ["r1"]},
-        "echem_features": {"names": list(ECHEM_FEATURES), "version": 1}})
+        "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION}})
     return d, net
 
 

@@ -182,7 +182,7 @@ def test_garbage_scores_above_in_distribution_with_the_shipped_model(tmp_path):
         cfg = OODSetConfig(build_config=bc, seed=seed, runs_per_family=n, max_frames=30, kinds=())
         return [r for r in generate_ood_set(cfg, pc) if r.kind == "id"]
 
-    S, H, Y = arrays(id_set(11, 3))
+    S, H, Y = arrays(id_set(11, 5))
     Sv, Hv, _ = arrays(id_set(12, 2))
     sc = FeatureOODScorer(n_components=8).fit(S, H, Y, Sv, Hv)
     test = generate_ood_set(OODSetConfig(build_config=bc, seed=13, runs_per_family=1, max_frames=30,
