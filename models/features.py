@@ -66,6 +66,8 @@ DLNI_REF_PER_H = 0.1  #: relative current-change scale, 1/h (10 % per hour)
 CURRENT_LAGS = 3  #: frames back for ``dlnI_dt_3_asinh``
 
 N_ECHEM = len(ECHEM_FEATURES)
+_COL_DLNI_1 = ECHEM_FEATURES.index("dlnI_dt_asinh")
+_COL_DLNI_3 = ECHEM_FEATURES.index("dlnI_dt_3_asinh")
 
 
 def spectrum_inputs(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,8 +195,8 @@ class EchemFeatureState:
                 if _sign(cur) != _sign(prev) or (jump and max(abs(cur), abs(prev)) > I_ZERO_A):
                     self._t_step = t
             self._last_i = cur
-            for j, prev in ((6, self._currents[-1] if self._currents else None),
-                            (7, self._currents[0] if len(self._currents) == CURRENT_LAGS
+            for j, prev in ((_COL_DLNI_1, self._currents[-1] if self._currents else None),
+                            (_COL_DLNI_3, self._currents[0] if len(self._currents) == CURRENT_LAGS
                              else None)):
                 r = self._dlnI(t, cur, prev)
                 if r is not None:
