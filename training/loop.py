@@ -114,6 +114,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
+    wa = WeightAverage(model) if tc.get("weight_average_from") else None
+    wa_first = max(1, int(round(float(tc.get("weight_average_from") or 0) * tc["epochs"])))
     tracker = tracker or Tracker(enabled=False)
     bar = None
     if progress:
@@ -133,6 +135,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             opt.step()
             losses.append(float(loss.detach()))
         sched.step()
+        if wa is not None and epoch >= wa_first:
+            wa.update(model)
         preds = predict_runs(model, val_runs, policy=policy, device=device)
         val = evaluate_predictions(val_runs, preds, cfg["detector"]["horizon_s"])["overall"]
         f1 = val["macro_f1_mean"] or 0.0
@@ -160,6 +164,16 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             break
     if bar:
         bar.close()
+    best_epoch_f1, wa_f1 = best, None
+    if wa is not None and wa.n:
+        # The averaged weights compete with the best single epoch on the same validation runs.
+        model.load_state_dict(wa.state_dict())
+        wa_f1 = evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy, device=device),
+                                     cfg["detector"]["horizon_s"])["overall"]["macro_f1_mean"] or 0.0
+        print(f"weight average of {wa.n} epochs: val macro-F1 {wa_f1:.3f} "
+              f"(best single epoch {best:.3f})", file=sys.stderr)
+        if wa_f1 > best:
+            best, best_state = wa_f1, wa.state_dict()
     model.load_state_dict(best_state)
     model.eval()
 
@@ -188,7 +202,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
               f"min_consecutive {c['min_consecutive']} (val macro-F1 {c['macro_f1']:.3f}, "
               f"{c['false_alarms_per_100h']:.2f} false alarms/100 h)", file=sys.stderr)
 
-    metrics = {"val_macro_f1": best, "temperature": temperature, "val_ece": ece,
+    metrics = {"val_macro_f1": best, "val_macro_f1_best_epoch": best_epoch_f1,
+               "val_macro_f1_weight_average": wa_f1, "temperature": temperature, "val_ece": ece,
                "epochs_run": epoch, "train_minutes": (time.monotonic() - t_start) / 60}
     if policy_search is not None:
         metrics["policy_search"] = policy_search
@@ -228,6 +243,36 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             print(f"registered {cfg['mlflow']['register_as']} version {v}"
                   f" (alias {cfg['mlflow'].get('alias')})", file=sys.stderr)
     return TrainResult(Path(bundle_dir), metrics, best, epoch)
+
+
+class WeightAverage:
+    """Running mean of a model's weights (stochastic weight averaging, uniform over updates).
+
+    Floating-point tensors are averaged; any other state (integer buffers) is taken from the
+    last update. The model has no batch-norm statistics to recompute.
+    """
+
+    def __init__(self, model):
+        self.n = 0
+        self._mean: dict | None = None
+        self._model = model
+
+    def update(self, model) -> None:
+        sd = model.state_dict()
+        self.n += 1
+        if self._mean is None:
+            self._mean = {k: v.detach().clone() for k, v in sd.items()}
+            return
+        for k, v in sd.items():
+            if v.is_floating_point():
+                self._mean[k] += (v.detach() - self._mean[k]) / self.n
+            else:
+                self._mean[k] = v.detach().clone()
+
+    def state_dict(self) -> dict:
+        if self._mean is None:
+            raise ValueError("WeightAverage has no update yet.")
+        return {k: v.clone() for k, v in self._mean.items()}
 
 
 def length_buckets(lengths, batch_runs: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -41,8 +41,12 @@ def test_train_track_register_evaluate(smoke):
     lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
              "--set", f"out={smoke / 'model'}", "--set", "mlflow.enabled=true",
              "--set", "mlflow.register_as=smoke-model", "--set", "detector.tune_policy=true",
-             cwd=smoke, env=env)
+             "--set", "train.weight_average_from=0.5", cwd=smoke, env=env)
     card = json.loads((smoke / "model" / "card.json").read_text())
+    # the weight average was scored on validation and the better of it and the best epoch kept
+    m = card["metrics"]
+    assert m["val_macro_f1_weight_average"] is not None
+    assert m["val_macro_f1"] == max(m["val_macro_f1_best_epoch"], m["val_macro_f1_weight_average"])
     # the alarm policy was chosen on the validation runs and is the one the bundle carries
     chosen = card["metrics"]["policy_search"]["chosen"]
     assert {k: card["detector"][k] for k in ("enter", "exit", "min_consecutive")} == {
@@ -65,6 +69,10 @@ def test_config_errors_are_one_line(smoke):
     res = lisentry("train", bad, cwd=smoke, check=False)
     assert res.returncode == 2
     assert "did you mean 'epochs'" in res.stderr and "Traceback" not in res.stderr
+    bad.write_text("dataset: x\ntrain: {weight_average_from: 2}\n")
+    res = lisentry("train", bad, cwd=smoke, check=False)
+    assert res.returncode == 2 and "weight_average_from" in res.stderr and "[0, 1]" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_tune_resumes_from_journal(smoke):
