@@ -114,8 +114,9 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
-    wa = WeightAverage(model) if tc.get("weight_average_from") else None
-    wa_first = max(1, int(round(float(tc.get("weight_average_from") or 0) * tc["epochs"])))
+    wa_from = float(tc.get("weight_average_from") or 0.0)
+    wa = WeightAverage() if wa_from else None
+    wa_first = max(1, int(round(wa_from * tc["epochs"])))
     tracker = tracker or Tracker(enabled=False)
     bar = None
     if progress:
@@ -252,10 +253,9 @@ class WeightAverage:
     last update. The model has no batch-norm statistics to recompute.
     """
 
-    def __init__(self, model):
+    def __init__(self):
         self.n = 0
         self._mean: dict | None = None
-        self._model = model
 
     def update(self, model) -> None:
         sd = model.state_dict()

@@ -16,7 +16,7 @@ def _net(seed):
 
 def test_average_is_the_mean_of_the_updates():
     nets = [_net(s) for s in (1, 2, 3)]
-    wa = WeightAverage(nets[0])
+    wa = WeightAverage()
     with pytest.raises(ValueError):
         wa.state_dict()
     for n in nets:
