@@ -55,7 +55,10 @@ class OnlineDetector:
         self.bundle = bundle
         self.model = bundle.model.eval()
         self.temperature = float(bundle.temperature)
-        self.ood_threshold = bundle.ood_threshold
+        # The shipped OOD score: the bundle's feature scorer when it has one, else the energy
+        # of the calibrated logits (older bundles).
+        self.ood_scorer = bundle.ood_scorer
+        self.ood_threshold = bundle.ood_score_threshold
         self.policy = policy or policy_from_card(bundle.card)
         self.grid = bundle.ppm_grid
         self._grid_checked = None
@@ -106,16 +109,19 @@ class OnlineDetector:
         self._check(frame)
         feats, mask = self._echem.update(frame.t_s, frame.potential_V, frame.current_A,
                                          frame.charge_C)
+        want = self.ood_scorer is not None and self.ood_scorer.uses_features
         out, self._state = self.model.step(torch.from_numpy(frame.intensity[None].astype(np.float32)),
                                            torch.from_numpy(feats[None]), self._state,
-                                           echem_mask=torch.from_numpy(mask[None]))
+                                           echem_mask=torch.from_numpy(mask[None]),
+                                           return_features=want)
         logits = out["logits"][0].double().numpy()
         aux = out["aux"][0].double().numpy()
         proba = softmax_t(logits, self.temperature)
         self._proba = dict(zip(CLASSES, map(float, proba)))
         label = self._hyst.update(self._proba)
-        self.last_row = self._row(frame, proba, label, float(energy_score(logits, self.temperature)),
-                                  aux)
+        ood = self._ood_scores(logits[None], frame.intensity[None],
+                               out["features"].double().numpy() if want else None)[0]
+        self.last_row = self._row(frame, proba, label, float(ood), aux)
         self.n_seen += 1
 
     def predict_proba_one(self) -> dict[str, float]:
@@ -156,19 +162,25 @@ class OnlineDetector:
         return self
 
     # ---------------------------------------------------------------- rows
-    def _row(self, frame: Frame, proba, label, energy, aux) -> dict:
+    def _ood_scores(self, logits: np.ndarray, spectra: np.ndarray, features) -> np.ndarray:
+        """``(T,)`` shipped OOD score of frames (higher = more unusual)."""
+        if self.ood_scorer is None:
+            return np.atleast_1d(energy_score(logits, self.temperature))
+        return self.ood_scorer.score(spectra, features)
+
+    def _row(self, frame: Frame, proba, label, ood, aux) -> dict:
         names = list(self.model.aux_names)
         a = dict(zip(names, map(float, aux)))
         cluster = max(a.get("cluster_amount", math.nan), 0.0)
         shift = a.get("cluster_shift_ppm", math.nan) if cluster >= CLUSTER_SHIFT_MIN_AMOUNT else math.nan
         reasons = [] if frame.status == "ok" else [frame.status]
-        if self.ood_threshold is not None and energy > self.ood_threshold:
+        if self.ood_threshold is not None and ood > self.ood_threshold:
             reasons.append("ood")
         return {
             "frame": frame.expno, "timestamp": frame.timestamp, "t_s": frame.t_s, "label": label,
             **{f"p_{c}": float(p) for c, p in zip(CLASSES, proba)},
             "potential_V": frame.potential_V, "current_A": frame.current_A,
-            "ood_score": energy, "cluster_amount": cluster, "cluster_shift_ppm": shift,
+            "ood_score": ood, "cluster_amount": cluster, "cluster_shift_ppm": shift,
             "metal_amount": max(a.get("metal_amount", math.nan), 0.0),
             "ce_amount": max(a.get("ce_amount", math.nan), 0.0),
             "status": ";".join(reasons) or "ok",
@@ -190,13 +202,16 @@ class OnlineDetector:
         spectra = torch.from_numpy(np.stack([f.intensity for f in frames]).astype(np.float32))[None]
         feats, mask = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
                                      [f.current_A for f in frames], [f.charge_C for f in frames])
+        want = self.ood_scorer is not None and self.ood_scorer.uses_features
         out = self.model(spectra, torch.from_numpy(feats)[None],
-                         echem_mask=torch.from_numpy(mask)[None], return_state=True)
+                         echem_mask=torch.from_numpy(mask)[None], return_state=True,
+                         return_features=want)
         logits = out["logits"][0].double().numpy()
         aux = out["aux"][0].double().numpy()
         proba = softmax_t(logits, self.temperature)
         labels = smooth_labels(proba, self.policy)
-        energy = energy_score(logits, self.temperature)
+        energy = self._ood_scores(logits, spectra[0].numpy(),
+                                  out["features"][0].double().numpy() if want else None)
         rows = [self._row(f, proba[i], str(labels[i]), float(energy[i]), aux[i])
                 for i, f in enumerate(frames)]
         # Leave the streaming state where update() would have left it.

@@ -11,6 +11,12 @@
     detector {...}                          the online detector's settings (opaque here)
     training_config, training_data_hash, training_split, metrics, description
     package_version, created (UTC ISO 8601), weights_sha256
+    ood {score, threshold, quantile, files_sha256}   optional: the feature-space OOD scorer
+
+A bundle may also hold the feature-space OOD scorer (:mod:`lisentry.models.ood_scorer`):
+``ood.safetensors`` + ``ood.json``, written by :func:`attach_ood_scorer`. The card's ``ood``
+section then names it (``score: "feature"``) with the threshold above which the detector
+flags a frame ``ood``; without it the detector uses the energy score and ``ood_threshold``.
 
 :func:`load_bundle` checks the weights' SHA-256, the registry name, the echem feature set and,
 when asked, that the data's ppm grid, nucleus and processing config match the card; any
@@ -44,6 +50,8 @@ FORMAT = "lisentry-bundle"
 FORMAT_VERSION = 1
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
+#: The optional feature OOD scorer's files (names from lisentry.models.ood_scorer).
+OOD_FILES = ("ood.safetensors", "ood.json")
 #: The project's default grid, ppm: used when ``card_extra`` gives none and n_ppm fits.
 DEFAULT_GRID = {"min": -100.0, "max": 400.0, "step": 0.5}
 
@@ -76,6 +84,8 @@ class Bundle:
         Energy-score threshold above which a frame is out of distribution.
     sha256 : str
         :func:`bundle_hash` of the folder.
+    ood_scorer : FeatureOODScorer | None
+        The feature-space OOD scorer when the bundle has one (card ``ood.score == "feature"``).
     """
 
     path: Path
@@ -84,6 +94,15 @@ class Bundle:
     temperature: float
     ood_threshold: float | None
     sha256: str
+    ood_scorer: Any = None
+
+    @property
+    def ood_score_threshold(self) -> float | None:
+        """Threshold of the shipped OOD score: the feature scorer's when present, else the
+        energy score's ``ood_threshold``."""
+        if self.ood_scorer is not None:
+            return float(self.card["ood"]["threshold"])
+        return self.ood_threshold
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -292,7 +311,8 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
 # ---------------------------------------------------------------------- load
 def bundle_hash(directory: str | Path) -> str:
     """SHA-256 identifying a bundle: over ``b"card.json\\0" + card bytes +
-    b"weights.safetensors\\0" + weight bytes`` (hex digest).
+    b"weights.safetensors\\0" + weight bytes`` (hex digest), then the OOD scorer's files
+    (``ood.safetensors``, ``ood.json``) the same way when present.
 
     Raises
     ------
@@ -301,7 +321,8 @@ def bundle_hash(directory: str | Path) -> str:
     """
     d = Path(directory)
     h = hashlib.sha256()
-    for fname in (CARD, WEIGHTS):
+    names = [CARD, WEIGHTS] + [f for f in OOD_FILES if (d / f).is_file()]
+    for fname in names:
         p = d / fname
         if not p.is_file():
             raise BundleError(p, "missing (not a lisentry model bundle)")
@@ -418,8 +439,81 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
         raise BundleError(weights_path, f"cannot load weights: {first}") from None
     model.eval()
     thr = card.get("ood_threshold")
+    scorer = _load_ood_scorer(d, card, model)
     return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
-                  ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d))
+                  ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d),
+                  ood_scorer=scorer)
+
+
+# ---------------------------------------------------------------------- OOD scorer
+def _files_sha256(d: Path) -> str:
+    h = hashlib.sha256()
+    for fname in OOD_FILES:
+        h.update(fname.encode() + b"\0" + (d / fname).read_bytes())
+    return h.hexdigest()
+
+
+def _load_ood_scorer(d: Path, card: Mapping, model: nn.Module):
+    """The bundle's feature OOD scorer, checked against the card and the model; None if the
+    card names none."""
+    ood = card.get("ood")
+    if not ood:
+        return None
+    card_path = d / CARD
+    if not isinstance(ood, Mapping) or ood.get("score") != "feature":
+        raise BundleError(card_path, f"'ood' section {ood!r} is not understood (expected score 'feature')")
+    for f in OOD_FILES:
+        if not (d / f).is_file():
+            raise BundleError(d / f, "missing (the card's 'ood' section names the feature scorer)")
+    if _files_sha256(d) != ood.get("files_sha256"):
+        raise BundleError(d / OOD_FILES[0], "SHA-256 does not match card.json (file changed or corrupt)")
+    from lisentry.models.ood_scorer import FeatureOODScorer  # noqa: PLC0415  (keeps imports light)
+    try:
+        scorer = FeatureOODScorer.load(d)
+        hidden = 2 * int(getattr(model, "hidden", 0))
+        scorer.check_compatible(int(getattr(model, "n_ppm", 0)), hidden)
+    except (ConfigError, ValueError, KeyError, SafetensorError, OSError) as exc:
+        raise BundleError(d / OOD_FILES[1], f"cannot use the OOD scorer: {exc}") from None
+    thr = ood.get("threshold")
+    if not (isinstance(thr, (int, float)) and math.isfinite(thr)):
+        raise BundleError(card_path, f"'ood.threshold' must be a finite number. Got {thr!r}.")
+    return scorer
+
+
+def attach_ood_scorer(directory: str | Path, scorer, *, quantile: float = 0.99,
+                      meta: Mapping[str, Any] | None = None) -> Path:
+    """Store a fitted :class:`~lisentry.models.ood_scorer.FeatureOODScorer` in a bundle.
+
+    Writes ``ood.safetensors`` + ``ood.json`` and the card's ``ood`` section (score
+    ``"feature"``, threshold = the scorer's ``q<quantile>`` validation quantile, the files'
+    SHA-256). The card is replaced atomically, last, so a crash leaves the old card (which
+    then names no scorer, or the old one whose hash no longer matches: a clear error).
+
+    Parameters
+    ----------
+    directory : str or Path
+        An existing bundle folder.
+    scorer : FeatureOODScorer
+        Fitted on the bundle's model.
+    quantile : float
+        Which stored validation quantile becomes the threshold (0.95 or 0.99 by default).
+    meta : mapping, optional
+        Provenance written into ``ood.json`` (training data hash, runs used).
+    """
+    d = Path(directory)
+    card_path = d / CARD
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    key = f"q{quantile:g}"
+    if key not in scorer.thresholds_:
+        raise ConfigError(f"The OOD scorer has no {key} threshold; it has {sorted(scorer.thresholds_)}.")
+    scorer.save(d, meta)
+    card["ood"] = {"score": "feature", "threshold": float(scorer.thresholds_[key]),
+                   "quantile": float(quantile), "files_sha256": _files_sha256(d),
+                   "method": scorer.config()["method"]}
+    tmp = d / (CARD + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, card_path)
+    return d
 
 
 # ---------------------------------------------------------------------- ONNX

@@ -20,6 +20,9 @@ per-run macro-F1 of the evaluation (a two-frame class of a run then counts about
 two-hundred-frame one). On the default data, 0.5 gave test macro-F1 0.902 against 0.913 for 0,
 so the default config leaves it off.
 
+OOD score: ``ood.score`` (``feature``, default, or ``energy``); see
+:mod:`lisentry.models.ood_scorer`.
+
 Weight averaging: ``train.weight_average_from`` (0..1, default 0 = off) keeps the running mean
 of the weights at the end of every epoch from that fraction of ``train.epochs`` on (stochastic
 weight averaging over the cosine schedule's tail). After training the averaged weights are
@@ -56,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
                  "tune_policy": False, "max_false_alarms_per_100h": 1.0},
     "mlflow": {"enabled": True, "experiment": "lisentry", "tracking_uri": None,
                "register_as": None, "alias": "champion"},
+    # The bundle's OOD score: "feature" fits lisentry.models.ood_scorer on at most fit_runs
+    # training runs after training (threshold: that quantile of its validation scores);
+    # "energy" keeps only the energy of the logits.
+    "ood": {"score": "feature", "fit_runs": 120, "quantile": 0.99,
+            "components": ["pca_residual", "negative_area"]},
 }
 
 
@@ -169,6 +177,15 @@ def _validate(d: dict) -> None:
          isinstance(d["detector"]["max_false_alarms_per_100h"], (int, float))
          and d["detector"]["max_false_alarms_per_100h"] >= 0, ">= 0"),
         ("split.val_frac", d["split"]["val_frac"], 0 < d["split"]["val_frac"] < 1, "in (0, 1)"),
+        ("ood.score", d["ood"]["score"], d["ood"]["score"] in ("feature", "energy"),
+         "one of feature, energy"),
+        ("ood.fit_runs", d["ood"]["fit_runs"], isinstance(d["ood"]["fit_runs"], int)
+         and d["ood"]["fit_runs"] >= 1, "an int >= 1"),
+        ("ood.quantile", d["ood"]["quantile"], d["ood"]["quantile"] in (0.95, 0.99), "0.95 or 0.99"),
+        ("ood.components", d["ood"]["components"], isinstance(d["ood"]["components"], list)
+         and len(d["ood"]["components"]) >= 1
+         and set(d["ood"]["components"]) <= {"mahalanobis", "pca_residual", "negative_area"},
+         "a non-empty list of mahalanobis, pca_residual, negative_area"),
     ]
     for name, got, ok, must in checks:
         if not ok:

@@ -19,7 +19,8 @@ import torch
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset
 from lisentry.detector.hysteresis import AlarmPolicy
-from lisentry.models.bundle import load_bundle, save_bundle
+from lisentry.models.bundle import attach_ood_scorer, load_bundle, save_bundle
+from lisentry.models.ood_scorer import fit_on_runs
 from lisentry.models.calibration import (energy_score, expected_calibration_error, fit_temperature,
                                          ood_threshold, softmax_t)
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
@@ -234,6 +235,19 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         "metrics": metrics,
     }
     bundle_dir = save_bundle(out_dir, model.cpu(), card)
+    oc = cfg["ood"]
+    if oc["score"] == "feature":
+        # fitted on the training runs, thresholded on the validation runs (never the test runs)
+        t_ood = time.monotonic()
+        scorer = fit_on_runs(model, train_runs, val_runs, max_fit_runs=oc["fit_runs"],
+                             seed=cfg["seed"], components=tuple(oc["components"]))
+        attach_ood_scorer(bundle_dir, scorer, quantile=oc["quantile"],
+                          meta={"training_data_hash": ds.manifest.get("content_hash"),
+                                "fit_runs_max": oc["fit_runs"], "seed": cfg["seed"]})
+        q = "q%g" % oc["quantile"]
+        print(f"OOD scorer fitted in {time.monotonic() - t_ood:.0f} s: threshold "
+              f"{scorer.thresholds_[q]:.2f} ({q} of {scorer.n_val_} validation frames)",
+              file=sys.stderr)
     tracker.log_params({"config": cfg.to_dict()})
     tracker.log_metrics({"final": {"val_macro_f1": best, "temperature": temperature,
                                    "val_ece": ece or 0.0}})

@@ -318,6 +318,9 @@ class FrameArtefacts:
         DC offset as the height of the spike at the carrier relative to that same height.
     noise : bool
         Add noise (``AcquisitionConfig.snr``).
+    procs_error_deg : tuple of float
+        ``(dPHC0, dPHC1)``: how far the phases written to ``procs`` (what TopSpin or its
+        user chose, and what the ``procs`` phase mode applies) are from the true phases.
     """
 
     phc0_deg: float = 0.0
@@ -326,6 +329,7 @@ class FrameArtefacts:
     roll: tuple = ()
     dc_rel: complex = 0.0
     noise: bool = True
+    procs_error_deg: tuple = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,11 @@ class ArtefactConfig:
     total in ``ref_drift_total_ppm`` plus a random walk of ``ref_drift_step_ppm``. The
     baseline roll (``roll_rel_range``, log-uniform, spread over ``roll_points`` first
     points; real run 0.17-0.8 % of the tallest peak, 5-95 %) jitters by ``roll_jitter`` per frame.
+    The phases written to ``procs`` are an estimate, not the truth: they differ from it by a
+    per-run offset (normal, std ``procs_phc0_error_deg`` / ``procs_phc1_error_deg``) plus a
+    per-frame jitter (``procs_phc*_jitter_deg``), as phasing by eye or by TopSpin's automatic
+    phasing leaves a few degrees to tens of degrees (on the real run, the metal lines show a
+    dispersive part that no single phase removes).
     """
 
     phc0_range_deg: tuple[float, float] = (0.0, 360.0)
@@ -353,6 +362,10 @@ class ArtefactConfig:
     roll_points: int = 3
     roll_jitter: float = 0.1
     dc_rel_range: tuple[float, float] = (0.0, 0.01)
+    procs_phc0_error_deg: float = 8.0
+    procs_phc1_error_deg: float = 15.0
+    procs_phc0_jitter_deg: float = 2.0
+    procs_phc1_jitter_deg: float = 5.0
 
 
 def draw_run_artefacts(n_frames: int, rng: np.random.Generator,
@@ -391,7 +404,14 @@ def draw_run_artefacts(n_frames: int, rng: np.random.Generator,
         out.append(FrameArtefacts(
             phc0_deg=float(p0 % 360.0), phc1_deg=float(p1), ref_drift_ppm=float(drift_total * frac + walk),
             roll=tuple(complex(c) for c in roll_base * jit), dc_rel=complex(dc)))
-    return out
+    # from a child stream: spawning does not advance ``rng``, so the noise drawn after this
+    # is the same with or without phasing errors
+    prng = rng.spawn(1)[0]
+    e0 = cfg.procs_phc0_error_deg * prng.standard_normal()
+    e1 = cfg.procs_phc1_error_deg * prng.standard_normal()
+    j = prng.standard_normal((n_frames, 2)) * (cfg.procs_phc0_jitter_deg, cfg.procs_phc1_jitter_deg)
+    return [dataclasses.replace(a, procs_error_deg=(float(e0 + j[i, 0]), float(e1 + j[i, 1])))
+            for i, a in enumerate(out)]
 
 
 def _line_arrays(lines: Sequence[Line]):
@@ -519,6 +539,8 @@ def synthesize_fid(lines: Sequence[Line], acq: AcquisitionConfig, rng: np.random
         sr_Hz=acq.sr_Hz,
         extra={"DECIM": acq.decim, "DSPFVS": acq.dspfvs, "GRPDLY": acq.grpdly, "O1": acq.o1_Hz,
                "SIM_PHC0": art.phc0_deg, "SIM_PHC1": art.phc1_deg,
+               "SIM_PROCS_PHC0": (art.phc0_deg + art.procs_error_deg[0]) % 360.0,
+               "SIM_PROCS_PHC1": art.phc1_deg + art.procs_error_deg[1],
                "SIM_REF_DRIFT_PPM": art.ref_drift_ppm, "SIM_NOISE_SIGMA": sigma})
     return fid, params
 
@@ -530,13 +552,15 @@ def make_raw_frame(fid: np.ndarray, acq_params: AcquisitionParams, acq_start: da
 
     ``time_source`` is ``"simulated"``; ``acq.sr_Hz`` is the exact reference (the frame's
     reference drift is the truth error, in ``acq.extra["SIM_REF_DRIFT_PPM"]``);
-    ``phase_deg`` carries the true TopSpin phases (as a real run's ``procs`` would) unless
-    ``with_phase`` is False.
+    ``phase_deg`` carries the ``procs`` phases (``SIM_PROCS_PHC0/1``: the true phases plus
+    the frame's ``procs_error_deg``, as a real run's ``procs`` would; the true ones where
+    those are absent) unless ``with_phase`` is False.
     """
     if fid.ndim != 1 or fid.size != acq_params.td // 2:
         raise ConfigError(f"The FID must be 1-D with td // 2 = {acq_params.td // 2} points. Got {fid.shape}.")
-    phase = ((float(acq_params.extra.get("SIM_PHC0", 0.0)), float(acq_params.extra.get("SIM_PHC1", 0.0)))
-             if with_phase else None)
+    ex = acq_params.extra
+    phase = ((float(ex.get("SIM_PROCS_PHC0", ex.get("SIM_PHC0", 0.0))),
+              float(ex.get("SIM_PROCS_PHC1", ex.get("SIM_PHC1", 0.0)))) if with_phase else None)
     return RawFrame(source=Path(source), expno=int(expno), acq=acq_params, acq_start=utc(acq_start),
                     acq_end=utc(acq_end), fid=np.asarray(fid, np.complex128), time_source="simulated",
                     phase_deg=phase)

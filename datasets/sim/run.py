@@ -101,7 +101,8 @@ def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
     seed : int
         Seed of everything random in the run (parameters, noise, artefacts).
     randomize : bool
-        Draw the family's domain-randomized parameters (default) or use its paper defaults.
+        Draw the family's domain-randomized parameters and per-run line shapes
+        (:meth:`NMRParams.randomized`; default) or use its paper defaults.
     horizon_s : float
         H of the ``imminent_short`` class, s.
     """
@@ -124,6 +125,10 @@ def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
     mids_s = starts_s + duration / 2
     latent = traj.latent_at(mids_s)
     nmr, frame_nmr = nmr_for_family(fam)
+    if randomize:
+        # per-run line shapes from their own stream, so the cell trajectory (and the truth)
+        # of a seed does not depend on them
+        nmr = nmr.randomized(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED]))
     start = start or (datetime(2024, 1, 1, tzinfo=timezone.utc)
                       + timedelta(seconds=int(rng.integers(0, 365 * 86400))))
     arts = draw_run_artefacts(n, rng, artefacts)

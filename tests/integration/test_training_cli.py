@@ -55,6 +55,11 @@ def test_train_track_register_evaluate(smoke):
     assert card["training_data_hash"] and card["processing"]["ppm_min"] == -100
     assert 0.05 <= card["temperature"] <= 20
     assert (smoke / "model" / "weights.safetensors").stat().st_size > 1000
+    # the feature OOD scorer was fitted after training and ships in the bundle
+    from lisentry.models.bundle import load_bundle
+    b = load_bundle(smoke / "model")
+    assert card["ood"]["score"] == "feature" and b.ood_scorer is not None
+    assert b.ood_score_threshold == b.ood_scorer.thresholds_["q0.99"] and b.ood_scorer.n_val_ > 0
     # registered version + alias, loadable by URI without pickle
     res = lisentry("evaluate", "models:/smoke-model@champion", smoke / "smoke", "--out",
                    smoke / "eval.json", cwd=smoke, env=env)

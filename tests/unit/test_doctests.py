@@ -16,7 +16,7 @@ MODULES = [
     "lisentry.models.features", "lisentry.models.net", "lisentry.models.calibration",
     "lisentry.models.bundle", "lisentry.training.metrics", "lisentry.detector.hysteresis",
     "lisentry.detector.outputs", "lisentry.detector.state", "lisentry.detector.actions",
-    "lisentry.training.ood", "lisentry.training.ood_scorer",
+    "lisentry.training.ood", "lisentry.models.ood_scorer",
 ]
 
 

@@ -233,3 +233,45 @@ def test_make_raw_frame():
     assert rf.acq.bf1_MHz == pytest.approx(500.0 * 0.38863797)
     with pytest.raises(ConfigError):
         make_raw_frame(fid[:-1], params, t0, t0, "x", 1)
+
+
+def test_procs_phases_carry_a_phasing_error_and_true_phases_stay_in_the_truth():
+    """The phases a simulated run writes to ``procs`` are an estimate: per-run offset plus a
+    per-frame jitter from the truth; with zero errors they are the truth; the noise stream
+    does not depend on them."""
+    from lisentry.datasets.sim.acquisition import ArtefactConfig, draw_run_artefacts
+    from lisentry.datasets.sim.run import simulate_run
+    cfg = ArtefactConfig(procs_phc0_error_deg=10.0, procs_phc1_error_deg=20.0,
+                         procs_phc0_jitter_deg=1.0, procs_phc1_jitter_deg=2.0)
+    errs = []
+    for seed in range(40):
+        arts = draw_run_artefacts(30, np.random.default_rng(seed), cfg)
+        e = np.array([a.procs_error_deg for a in arts])
+        assert np.std(e[:, 0]) < 3.0 and np.std(e[:, 1]) < 6.0     # jitter within a run
+        errs.append(e.mean(axis=0))
+    errs = np.array(errs)
+    assert 5.0 < np.std(errs[:, 0]) < 16.0 and 10.0 < np.std(errs[:, 1]) < 32.0   # offsets between runs
+    exact = ArtefactConfig(procs_phc0_error_deg=0.0, procs_phc1_error_deg=0.0,
+                           procs_phc0_jitter_deg=0.0, procs_phc1_jitter_deg=0.0)
+    a = simulate_run("graphite_normal_cycling", 3, max_frames=3, artefacts=exact)
+    b = simulate_run("graphite_normal_cycling", 3, max_frames=3, artefacts=cfg)
+    for ra, rb in zip(a.raws, b.raws):
+        ex = rb.acq.extra
+        assert ra.phase_deg == (pytest.approx(ex["SIM_PHC0"]), pytest.approx(ex["SIM_PHC1"]))
+        d0 = (rb.phase_deg[0] - ex["SIM_PHC0"] + 180.0) % 360.0 - 180.0
+        assert d0 != 0.0 and rb.phase_deg[1] != ex["SIM_PHC1"]
+        np.testing.assert_array_equal(ra.fid, rb.fid)               # same FID, other procs
+
+
+def test_randomized_runs_draw_their_own_line_shapes_and_keep_the_truth():
+    from lisentry.datasets.sim.nmr_params import NMRParams
+    from lisentry.datasets.sim.run import simulate_run
+    shapes = [NMRParams().randomized(np.random.default_rng(s)) for s in range(200)]
+    ce = np.array([p.ce_dispersive for p in shapes])
+    assert ce.min() < 0.1 and ce.max() > 0.6                          # up to the Dyson 45 deg limit
+    w = np.array([p.metal_width_ppm for p in shapes]) / NMRParams().metal_width_ppm
+    assert 0.7 <= w.min() < 0.8 and 1.4 < w.max() <= 1.5
+    a = simulate_run("li_liquid_li_cycling", 5, max_frames=4)
+    b = simulate_run("li_liquid_li_cycling", 6, max_frames=4)
+    assert a.labels == simulate_run("li_liquid_li_cycling", 5, max_frames=4).labels
+    assert not np.allclose(a.raws[0].fid[:50], b.raws[0].fid[:50])

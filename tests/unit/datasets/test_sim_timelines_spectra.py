@@ -22,17 +22,22 @@ from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+from lisentry.datasets.sim.acquisition import ArtefactConfig
 from lisentry.datasets.sim.run import simulate_run, to_run
 
 SNR_MIN = 3.0
 SMOOTH_PPM = 5.0
 NOISE_REGION = (320.0, 400.0)
 H = 3600.0
+EXACT_PROCS = ArtefactConfig(procs_phc0_error_deg=0.0, procs_phc1_error_deg=0.0,
+                             procs_phc0_jitter_deg=0.0, procs_phc1_jitter_deg=0.0)
 
 
 @functools.lru_cache(maxsize=None)
 def _sim(family: str):
-    sim = simulate_run(family, 0, randomize=False)
+    # The timelines test the cell physics, so the spectra are phased with the true phases
+    # (no phasing error in ``procs``; that artefact is tested with the acquisition).
+    sim = simulate_run(family, 0, randomize=False, artefacts=EXACT_PROCS)
     run = to_run(sim, Pipeline(ProcessingConfig()))
     ppm = np.asarray(run.ppm_grid, float)
     spectra = np.nan_to_num(np.asarray(run.spectra(), float))

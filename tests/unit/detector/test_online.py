@@ -139,3 +139,88 @@ def test_inputs_not_mutated(bundle, frames):
         np.testing.assert_array_equal(f.intensity, inten)
         np.testing.assert_array_equal(f.ppm_grid, grid)
         assert f.t_s == t and (f.potential_V == v or (np.isnan(v) and np.isnan(f.potential_V)))
+
+
+# ---------------------------------------------------------------- feature OOD scorer in the bundle
+@pytest.fixture(scope="module")
+def bundle_with_scorer(tmp_path_factory, bundle):
+    """The tiny bundle plus a feature OOD scorer fitted on three simulated runs."""
+    import shutil
+    from types import SimpleNamespace
+
+    from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+    from lisentry.datasets.sim.run import simulate_run, to_run
+    from lisentry.models.bundle import attach_ood_scorer, load_bundle
+    from lisentry.models.ood_scorer import fit_on_runs, frames_inputs
+    runs = []
+    for fam, seed in (("graphite_normal_cycling", 1), ("hc_sulfide_ccv", 2), ("li_llzo_li", 3)):
+        sim = simulate_run(fam, seed, max_frames=16)
+        fr = to_run(sim, Pipeline(ProcessingConfig())).frames
+        S, E, M = frames_inputs(fr)
+        runs.append(SimpleNamespace(spectra=S, echem=E, echem_mask=M,
+                                    y=np.array([CLASSES.index(x) for x in sim.labels[:len(fr)]])))
+    scorer = fit_on_runs(bundle.model, runs[:2], runs[2:], n_components=8,
+                         components=("mahalanobis", "pca_residual", "negative_area"))
+    d = tmp_path_factory.mktemp("bo") / "tiny_ood"
+    shutil.copytree(bundle.path, d)
+    attach_ood_scorer(d, scorer, quantile=0.99)
+    return load_bundle(d)
+
+
+def test_feature_ood_score_streams_like_batch_and_flags_above_the_card_threshold(
+        bundle_with_scorer, frames):
+    b = bundle_with_scorer
+    assert b.ood_scorer is not None and b.ood_score_threshold == b.card["ood"]["threshold"]
+    rows_s = stream(OnlineDetector(b), frames)
+    rows_b = OnlineDetector(b).label_frames(frames)
+    assert_rows_equal(rows_s, rows_b, atol=1e-5)
+    # the column is the scorer's score of the frame (not the energy), the flag its threshold
+    from lisentry.models.ood_scorer import frames_inputs, head_inputs
+    S, E, M = frames_inputs(frames)
+    _, H = head_inputs(b.model, S, E, M)
+    np.testing.assert_allclose([r["ood_score"] for r in rows_b], b.ood_scorer.score(S, H), atol=1e-5)
+    # a frame whose spectrum is nothing like 7Li (a line at 150 ppm only) is flagged ood
+    import dataclasses
+    odd = np.zeros_like(frames[5].intensity)
+    odd[np.argmin(np.abs(b.ppm_grid - 150.0)) + np.arange(-8, 9)] = 0.05
+    bad = list(frames[:5]) + [dataclasses.replace(frames[5], intensity=odd)]
+    rows = OnlineDetector(b).label_frames(bad)
+    assert "ood" in rows[-1]["status"].split(";")
+    assert rows[-1]["ood_score"] > b.ood_score_threshold
+
+
+def test_bundle_refuses_a_changed_or_missing_scorer(bundle_with_scorer, tmp_path):
+    import shutil
+
+    from lisentry.models.bundle import BundleError, bundle_hash, load_bundle
+    d = tmp_path / "b"
+    shutil.copytree(bundle_with_scorer.path, d)
+    assert bundle_hash(d) == bundle_with_scorer.sha256
+    cfg = json.loads((d / "ood.json").read_text())
+    cfg["thresholds"]["q0.99"] = 99.0
+    (d / "ood.json").write_text(json.dumps(cfg))
+    with pytest.raises(BundleError, match="ood.safetensors: SHA-256 does not match"):
+        load_bundle(d)
+    (d / "ood.json").unlink()
+    with pytest.raises(BundleError, match="ood.json: missing"):
+        load_bundle(d)
+    # a bundle without the card section ignores stray files and uses the energy score
+    card = json.loads((d / "card.json").read_text())
+    del card["ood"]
+    (d / "card.json").write_text(json.dumps(card))
+    b = load_bundle(d)
+    assert b.ood_scorer is None and b.ood_score_threshold == b.ood_threshold == 50.0
+
+
+def test_bundle_refuses_a_scorer_of_another_model(bundle_with_scorer, tmp_path):
+    import torch
+
+    from lisentry.datasets.pipeline import ProcessingConfig
+    from lisentry.models.bundle import BundleError, attach_ood_scorer, load_bundle, save_bundle
+    from lisentry.models.net import LisentryNet
+    torch.manual_seed(2)
+    d = save_bundle(tmp_path / "other", LisentryNet(n_ppm=1001, hidden=8, channels=(8, 8)),
+                    {"processing": ProcessingConfig().to_dict()})
+    attach_ood_scorer(d, bundle_with_scorer.ood_scorer)
+    with pytest.raises(BundleError, match="32 head features; the model has 1001 and 16"):
+        load_bundle(d)

@@ -13,7 +13,7 @@ from lisentry.datasets.sim.run import simulate_run
 from lisentry.training.ood import (OOD_GROUPS, OOD_KINDS, OODSetConfig, auroc, fpr_at_tpr,
                                    generate_ood_set, id_runs, make_variant, process_raws,
                                    threshold_at_tpr)
-from lisentry.training.ood_scorer import FeatureOODScorer, frames_inputs, head_inputs
+from lisentry.models.ood_scorer import FeatureOODScorer, frames_inputs, head_inputs
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "default"
 
@@ -155,6 +155,40 @@ def test_scorer_save_load_round_trip(tmp_path):
     assert sc.thresholds_["q0.95"] <= sc.thresholds_["q0.99"]
     with pytest.raises(Exception, match="n_components"):
         FeatureOODScorer(n_components=0).fit(S, H, y, S, H)
+    # every component set round-trips; one without the Mahalanobis distance needs no features
+    for comps in (("mahalanobis", "pca_residual", "negative_area"), ("negative_area",)):
+        sc = FeatureOODScorer(n_components=4, components=comps).fit(S, H, y, S[:40], H[:40])
+        sc.save(tmp_path / "o2")
+        sc2 = FeatureOODScorer.load(tmp_path / "o2")
+        assert sc2.components == comps and sc2.uses_features == ("mahalanobis" in comps)
+        np.testing.assert_array_equal(sc2.score(S[40:], H[40:]), sc.score(S[40:], H[40:]))
+    assert FeatureOODScorer(components=("negative_area",)).fit(S, None, y, S[:40], None).n_val_ == 40
+    with pytest.raises(Exception, match="components"):
+        FeatureOODScorer(components=("energy",)).fit(S, H, y, S, H)
+
+
+def test_negative_area_flags_wrong_phase_and_not_a_dispersive_metal_line():
+    """A phased spectrum with a skin-effect (45 deg) metal line keeps most of its area
+    positive; the same spectrum 120 deg out of phase puts much of it below zero."""
+    x = np.linspace(-100, 400, 1001)
+
+    def lines(phase_deg, metal_disp):
+        out = np.zeros_like(x)
+        for x0, w, a, disp in ((0.0, 5.0, 1.0, 0.0), (248.0, 7.0, 1.0, metal_disp)):
+            u = (x - x0) / (w / 2)
+            absorb, dispn = 1 / (1 + u * u), u / (1 + u * u)
+            ph = np.arcsin(disp) + np.radians(phase_deg)
+            out += a * (np.cos(ph) * absorb - np.sin(ph) * dispn)
+        return out
+
+    rng = np.random.default_rng(1)
+    ok = np.stack([lines(rng.normal(0, 8), rng.uniform(0, 0.75)) + rng.normal(0, 1e-3, x.size)
+                   for _ in range(60)])
+    sc = FeatureOODScorer(n_components=4, components=("negative_area",)).fit(
+        ok[:40], None, np.zeros(40), ok[40:], None)
+    bad = np.stack([lines(120.0, 0.3), lines(-150.0, 0.3), -lines(0.0, 0.3)])
+    assert sc.score(bad).min() > sc.thresholds_["q0.99"] + 1.0
+    assert np.median(sc.score(ok[40:])) < sc.thresholds_["q0.95"]
 
 
 @pytest.mark.skipif(not (DEFAULT_BUNDLE / "card.json").is_file(), reason="no shipped default model")
