@@ -334,7 +334,8 @@ class Pipeline:
         Raises
         ------
         InputError
-            Wrong nucleus, missing/empty/non-finite data, unusable acquisition parameters.
+            Wrong nucleus, missing/empty/non-finite data, a FID ending in exact zeros (stopped
+            early), unusable acquisition parameters.
         """
         cfg = self.config
         nuc = raw.acq.nucleus
@@ -378,6 +379,15 @@ class Pipeline:
             raise InputError(raw.source, f"FID must be 1-D with >= 8 points, got shape {fid.shape}")
         if not np.isfinite(fid.sum()) and not np.all(np.isfinite(fid)):   # sum: cheap test
             raise InputError(raw.source, "FID has non-finite values")
+        # Measured points always carry noise: a FID that is exact zeros after its first tenth
+        # stopped early (an aborted acquisition, or a file TopSpin has only zero-filled so
+        # far). Noise-free synthetic FIDs rounded to a few digits can end in zeros too, but
+        # not over 90 % of an acquisition time chosen to hold the signal.
+        nz = np.flatnonzero(fid)
+        zeros = fid.size - (int(nz[-1]) + 1 if nz.size else 0)
+        if zeros >= max(64, 0.9 * fid.size):
+            raise InputError(raw.source, f"FID ends in {zeros} of {fid.size} points that are exactly "
+                                         "zero (acquisition incomplete or stopped early)")
         for name in ("sw_Hz", "sfo1_MHz", "bf1_MHz"):
             v = getattr(acq, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

@@ -29,7 +29,8 @@ Kinds (:data:`OOD_KINDS`), in four groups:
 ``garbage``
     ``pure_noise`` (no signal at all), ``signal_loss`` (from mid-run on, only noise: probe or
     cable fault), ``truncated_fid`` (from mid-run on, the acquisition stops after 1-4 % of the
-    points), ``clipped`` (receiver overflow: FID clipped at 2-20 % of its maximum).
+    points; the pipeline refuses such frames, whose FID ends in exact zeros), ``clipped``
+    (receiver overflow: FID clipped at 2-20 % of its maximum).
 
 A kind's ``scope`` is ``"run"`` (every frame of the variant is OOD) or ``"onset"`` (frames from
 a random onset in the first half on are OOD; the clean prefix equals the ID run's and is left

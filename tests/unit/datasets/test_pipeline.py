@@ -1,6 +1,7 @@
 """Tests of the processing pipeline on synthetic FIDs built here from known lines."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -333,3 +334,21 @@ def test_baselines_remove_a_roll():
     y = roll + peaks + noise
     assert np.max(np.abs(poly_baseline(y, 3) - roll)) < 0.03
     assert np.median(np.abs(als_baseline(y, 1e5, 0.01) - roll)) < 0.05
+
+
+def test_fid_that_stopped_early_is_refused_with_one_line():
+    """A FID that is exact zeros after 5 % of its points (aborted acquisition, or TopSpin's
+    zero-filled placeholder) is refused; one with a shorter run of final zeros is processed."""
+    from lisentry.datasets.sim.run import simulate_run
+    raw = simulate_run("graphite_normal_cycling", 2, max_frames=1).raws[0]
+    pipe = Pipeline(ProcessingConfig())
+    assert np.isfinite(pipe.process(raw)).any()
+    fid = raw.fid.copy()
+    fid[fid.size // 20:] = 0
+    with pytest.raises(InputError, match=r"ends in \d+ of \d+ points that are exactly zero"):
+        pipe.process(dataclasses.replace(raw, fid=fid))
+    with pytest.raises(InputError, match="exactly zero"):
+        pipe.process(dataclasses.replace(raw, fid=np.zeros_like(raw.fid)))
+    fid = raw.fid.copy()
+    fid[fid.size // 2:] = 0                        # half the points: still data
+    assert np.isfinite(pipe.process(dataclasses.replace(raw, fid=fid))).any()

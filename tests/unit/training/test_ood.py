@@ -107,6 +107,10 @@ def test_each_kind_is_deterministic_and_changes_the_spectra(kind, one_sim):
     pc = ProcessingConfig()
     clean, _ = process_raws("id", one_sim.raws, one_sim, pc)
     bad, idx = process_raws("ood", raws1, one_sim, pc)
+    if kind == "truncated_fid":
+        # exact zeros after the first few % of the FID: the pipeline refuses those frames
+        assert idx == list(range(on1))
+        return
     assert idx == list(range(len(raws1)))                   # nothing refused
     a = np.nan_to_num(np.stack([f.intensity for f in clean]))
     b = np.nan_to_num(np.stack([f.intensity for f in bad]))
