@@ -47,7 +47,8 @@ from lisentry.models.calibration import energy_score  # noqa: E402
 from lisentry.models.bundle import load_bundle  # noqa: E402
 from lisentry.training.ood import (OOD_KINDS, OODSetConfig, auroc, fpr_at_tpr,  # noqa: E402
                                    generate_ood_set, threshold_at_tpr)
-from lisentry.models.ood_scorer import FeatureOODScorer, frames_inputs, head_inputs  # noqa: E402
+from lisentry.models.ood_scorer import (FeatureOODScorer, fit_on_runs, frames_inputs,  # noqa: E402
+                                        head_inputs)
 
 TARGET_FPR = 0.20
 
@@ -92,18 +93,9 @@ def fit_scorer(bundle, train_data: Path, fit_runs: int, seed: int) -> tuple[Feat
     ids = sorted(split["train"])
     ids = sorted(rng.choice(ids, min(fit_runs, len(ids)), replace=False).tolist())
 
-    def collect(run_ids):
-        S, H, Y = [], [], []
-        for rt in load_runs(ds, run_ids):
-            _, h = head_inputs(bundle.model, rt.spectra, rt.echem, rt.echem_mask)
-            S.append(rt.spectra)
-            H.append(h)
-            Y.append(rt.y)
-        return np.concatenate(S), np.concatenate(H), np.concatenate(Y)
-
-    S, H, Y = collect(ids)
-    Sv, Hv, _ = collect(sorted(split["val"]))
-    sc = FeatureOODScorer().fit(S, H, Y, Sv, Hv)
+    # the runs are chosen above (recorded in meta); fit_on_runs then uses all of them
+    sc = fit_on_runs(bundle.model, load_runs(ds, ids), load_runs(ds, sorted(split["val"])),
+                     max_fit_runs=len(ids))
     meta = {"train_data": str(train_data), "training_data_hash": want, "fit_runs": ids,
             "val_runs": sorted(split["val"]), "bundle_sha256": bundle.sha256}
     return sc, meta
