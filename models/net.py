@@ -29,6 +29,7 @@ from torch import nn
 
 from lisentry.datasets.errors import ConfigError
 from lisentry.datasets.frame import CLASSES
+from lisentry.models.descriptors import N_DESCRIPTORS, SpectralDescriptors
 from lisentry.models.features import N_ECHEM
 
 #: Default auxiliary regression targets.
@@ -71,6 +72,13 @@ class LisentryNet(nn.Module):
         Dropout on the fused embedding (training only).
     input_scale : float
         Factor applied to the (per-run normalised) intensities before the encoder.
+    descriptors : bool
+        Also feed the physics descriptors of :mod:`~lisentry.models.descriptors` (new metal,
+        cluster growth and its peak position, counter-electrode change, against the first
+        frame) through a small MLP into the fused embedding. They transfer across scenario
+        families far better than what the CNN learns alone.
+    ppm_min, ppm_step : float
+        The ppm grid (``ppm_min + ppm_step * arange(n_ppm)``), needed for the descriptor windows.
 
     Examples
     --------
@@ -84,7 +92,8 @@ class LisentryNet(nn.Module):
                  classes: Sequence[str] = CLASSES, aux: Sequence[str] = AUX_DEFAULT,
                  channels: Sequence[int] = (16, 32, 48, 32), pooled_bins: int = 16,
                  echem_hidden: int = 32, num_layers: int = 1, dropout: float = 0.1,
-                 input_scale: float = 1.0):
+                 input_scale: float = 1.0, descriptors: bool = False, ppm_min: float = -100.0,
+                 ppm_step: float = 0.5):
         super().__init__()
         _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
         _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
@@ -103,7 +112,9 @@ class LisentryNet(nn.Module):
         self.config = dict(n_ppm=n_ppm, n_echem=n_echem, hidden=hidden, classes=list(classes),
                            aux=list(aux), channels=list(channels), pooled_bins=pooled_bins,
                            echem_hidden=echem_hidden, num_layers=num_layers,
-                           dropout=float(dropout), input_scale=float(input_scale))
+                           dropout=float(dropout), input_scale=float(input_scale),
+                           descriptors=bool(descriptors), ppm_min=float(ppm_min),
+                           ppm_step=float(ppm_step))
         self.n_ppm, self.n_echem, self.hidden = n_ppm, n_echem, hidden
         self.classes, self.aux_names = tuple(classes), tuple(aux)
         self.num_layers, self.input_scale = num_layers, float(input_scale)
@@ -117,8 +128,13 @@ class LisentryNet(nn.Module):
         self.spec_proj = nn.Sequential(nn.Linear(c_in * pooled_bins, hidden), nn.GELU())
         self.echem_mlp = nn.Sequential(nn.Linear(2 * n_echem, echem_hidden), nn.GELU(),
                                        nn.Linear(echem_hidden, echem_hidden), nn.GELU())
-        self.fuse = nn.Sequential(nn.Linear(hidden + echem_hidden, hidden), nn.GELU(),
-                                  nn.Dropout(dropout))
+        self.descriptors = None
+        n_fuse = hidden + echem_hidden
+        if descriptors:
+            self.descriptors = SpectralDescriptors(n_ppm, ppm_min, ppm_step)
+            self.desc_mlp = nn.Sequential(nn.Linear(N_DESCRIPTORS, echem_hidden), nn.GELU())
+            n_fuse += echem_hidden
+        self.fuse = nn.Sequential(nn.Linear(n_fuse, hidden), nn.GELU(), nn.Dropout(dropout))
         self.gru = nn.GRU(hidden, hidden, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(2 * hidden, len(classes))
         self.aux_head = nn.Linear(2 * hidden, len(aux))
@@ -168,7 +184,12 @@ class LisentryNet(nn.Module):
             em = em & (e_mask > 0.5)
         ev = torch.where(em, e, torch.zeros((), device=e.device))
         z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
-        return self.fuse(torch.cat([s, z], dim=-1))
+        parts = [s, z]
+        if self.descriptors is not None:
+            k = 1.0 / self.input_scale  # descriptors work on the per-run-normalised scale
+            mf = m.to(v.dtype)
+            parts.append(self.desc_mlp(self.descriptors(v * k, mf, ref * k, ref_mask)))
+        return self.fuse(torch.cat(parts, dim=-1))
 
     def _heads(self, g: torch.Tensor, z: torch.Tensor, features: bool = False
                ) -> dict[str, torch.Tensor]:

@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6,
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
               "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
-              "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15}},
+              "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
+                          "mix_prob": 0.0, "mix_scale": [0.3, 1.0]}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
     # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
     "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0,

@@ -68,9 +68,29 @@ def load_runs(ds: Dataset, run_ids) -> list[RunTensors]:
     return [run_tensors(ds.run(r)) for r in run_ids]
 
 
-def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float) -> RunTensors:
-    """Run-level augmentation: intensity scale, small reference shift, dropped potential log."""
+def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float,
+                donors: list[RunTensors] | None = None) -> RunTensors:
+    """Run-level augmentation: intensity scale, small reference shift, dropped potential log and
+    (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra.
+
+    Why the mix: each scenario family has its own host signature (graphite, hard carbon, a Li
+    electrode only) and its own outcomes, so a model can learn "this host at this stage means
+    plating" instead of "a new metal line is growing". Adding the spectra of a donor's
+    ``normal_lithiation`` frames (another family; its longest stretch of normal frames, scaled by
+    ``mix_scale``) puts foreign host dynamics into a run without changing what is abnormal in it,
+    so the labels stay those of the run; the latent targets, which are amounts relative to the
+    run's own signal, become undefined (NaN) for the mixed run.
+    """
     spectra = rt.spectra
+    aux = rt.aux
+    mix_p = float(cfg.get("mix_prob", 0.0))
+    if mix_p and donors and rng.random() < mix_p:
+        lo, hi = cfg.get("mix_scale", (0.3, 1.0))
+        donor = normal_donor_spectra(donors, rt, len(rt), rng)
+        if donor is not None:
+            a = np.float32(rng.uniform(float(lo), float(hi)))
+            spectra = (spectra + a * np.nan_to_num(donor, nan=0.0)) / (1 + a)
+            aux = np.full_like(rt.aux, np.nan)
     jitter = float(cfg.get("intensity_jitter", 0.0))
     if jitter:
         spectra = spectra * np.float32(np.exp(rng.normal(0, jitter)))
@@ -86,8 +106,43 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     echem, mask = rt.echem, rt.echem_mask
     if rng.random() < float(cfg.get("drop_echem", 0.0)):
         echem, mask = np.zeros_like(echem), np.zeros_like(mask)
-    return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, rt.aux,
+    return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
+
+
+def longest_normal_stretch(y: np.ndarray) -> tuple[int, int]:
+    """``(start, stop)`` of the longest block of consecutive ``normal_lithiation`` frames."""
+    best, start = (0, 0), None
+    for i, c in enumerate(np.append(y, -2)):
+        if c == CLASS_INDEX["normal_lithiation"]:
+            start = i if start is None else start
+        elif start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return best
+
+
+def normal_donor_spectra(donors: list[RunTensors], run: RunTensors, n: int,
+                         rng: np.random.Generator) -> np.ndarray | None:
+    """``(n, n_ppm)`` spectra of consecutive normal frames of a random donor of another family.
+
+    A stretch longer than ``n`` is cut at a random start; a shorter one holds its last frame
+    (a donor at rest). None when no donor of another family has normal frames.
+    """
+    for _ in range(8):
+        d = donors[int(rng.integers(len(donors)))]
+        if d.family == run.family:
+            continue
+        a, b = longest_normal_stretch(d.y)
+        if b - a < 1:
+            continue
+        if b - a >= n:
+            a = a + int(rng.integers(0, b - a - n + 1))
+            return d.spectra[a:a + n]
+        idx = np.concatenate([np.arange(a, b), np.full(n - (b - a), b - 1)])
+        return d.spectra[idx]
+    return None
 
 
 def collate(batch: list[RunTensors], device="cpu") -> dict[str, torch.Tensor]:

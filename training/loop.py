@@ -50,8 +50,10 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def build_model(cfg: TrainConfig, n_ppm: int):
+def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
     mc = dict(cfg["model"])
+    if mc.get("descriptors") and ppm_grid is not None:
+        mc.update(ppm_min=float(ppm_grid[0]), ppm_step=float(ppm_grid[1] - ppm_grid[0]))
     name = mc.pop("name", "lisentry_net")
     if name not in MODELS:
         import difflib
@@ -102,7 +104,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         bundle = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid)
         model = bundle.model
     else:
-        model = build_model(cfg, len(ds.ppm_grid))
+        model = build_model(cfg, len(ds.ppm_grid), ds.ppm_grid)
     model.to(device)
     weights = class_weights(train_runs, tc["class_weight"])
     weights = weights.to(device) if weights is not None else None
@@ -127,7 +129,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         model.train()
         losses = []
         for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
-            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm) for k in idx]
+            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm, train_runs)
+                     for k in idx]
             batch = collate(chunk, device)
             loss = _loss(model, batch, weights, tc["aux_weight"], tc.get("run_balance", 0.0))
             opt.zero_grad()

@@ -1,0 +1,57 @@
+"""Tests of lisentry.training.data.augment_run: the normal-donor mix keeps what is abnormal."""
+from __future__ import annotations
+
+import numpy as np
+
+from lisentry.training.data import (RunTensors, augment_run, longest_normal_stretch,
+                                    normal_donor_spectra)
+
+P = 40
+
+
+def run(family: str, y, value: float, seed: int = 0) -> RunTensors:
+    y = np.asarray(y, dtype=np.int64)
+    T = len(y)
+    spectra = np.full((T, P), value, np.float32) + np.arange(T, dtype=np.float32)[:, None]
+    spectra[:, :3] = np.nan  # not covered
+    return RunTensors(f"{family}-{seed}", family, np.arange(T) * 600.0, spectra,
+                      np.zeros((T, 2), np.float32), np.ones((T, 2), np.float32), y,
+                      np.full((T, 4), 0.5, np.float32), None, None)
+
+
+def test_longest_normal_stretch():
+    assert longest_normal_stretch(np.array([0, 0, 1, 0, 0, 0, 2])) == (3, 6)
+    assert longest_normal_stretch(np.array([2, 2])) == (0, 0)
+    assert longest_normal_stretch(np.array([0, 0, 0])) == (0, 3)
+
+
+def test_donor_is_another_family_and_only_normal_frames():
+    rng = np.random.default_rng(0)
+    target = run("a", [0, 0, 2, 2, 2, 2], 0.0)
+    same = run("a", [0] * 10, 100.0)
+    other = run("b", [2, 0, 0, 0, 1, 1], 1000.0)  # normal frames 1..3 (values 1001..1003)
+    for _ in range(20):
+        d = normal_donor_spectra([same, other], target, len(target), rng)
+        assert d is not None and d.shape == (6, P)
+        # frames 1, 2, 3 of the donor, then its last normal frame held
+        assert np.nanmax(d[:, 5]) == 1003.0 and np.nanmin(d[:, 5]) == 1001.0
+        assert np.allclose(d[:, 5], [1001, 1002, 1003, 1003, 1003, 1003])
+    assert normal_donor_spectra([same], target, 6, rng) is None  # no other family
+
+
+def test_mix_keeps_labels_and_coverage_and_drops_latents():
+    rng = np.random.default_rng(1)
+    target = run("a", [0, 0, 2, 2, 2, 2], 0.0)
+    donors = [run("b", [0] * 8, 1000.0)]
+    cfg = {"mix_prob": 1.0, "mix_scale": [0.5, 0.5]}
+    out = augment_run(target, rng, cfg, 0.5, donors)
+    np.testing.assert_array_equal(out.y, target.y)
+    assert np.isnan(out.aux).all()
+    assert np.array_equal(np.isnan(out.spectra), np.isnan(target.spectra))
+    # (run + 0.5 donor) / 1.5 with donor frames k0..k0+5 of values 1000 + k
+    diff = out.spectra[:, 5] - target.spectra[:, 5] / 1.5
+    assert np.all(diff >= 1000 * 0.5 / 1.5 - 1e-3) and np.all(np.diff(diff) > 0)
+    # without the mix (probability 0 or no donors) the spectra are untouched
+    same = augment_run(target, rng, {"mix_prob": 0.0}, 0.5, donors)
+    np.testing.assert_array_equal(same.spectra, target.spectra)
+    assert augment_run(target, rng, cfg, 0.5, None).spectra is target.spectra
