@@ -38,6 +38,19 @@ def _fmt(v, spec=".3f"):
     return "—" if v is None else format(v, spec)
 
 
+def _row(fam: str, entry: dict) -> tuple:
+    lo, te = entry["leave_out"], entry["test_other_families"]
+    return (fam, lo.get("macro_f1_mean"),
+            _min((lo.get("plating") or {}).get("delay_s", {}).get("median")),
+            (lo.get("plating") or {}).get("n_detected"),
+            (lo.get("plating") or {}).get("n_runs_with_onset"),
+            _min((lo.get("short") or {}).get("lead_s", {}).get("median")),
+            (lo.get("short") or {}).get("n_detected"),
+            (lo.get("short") or {}).get("n_runs_with_short"),
+            (lo.get("false_alarms") or {}).get("per_100h"),
+            te.get("macro_f1_mean"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config", type=Path)
@@ -47,6 +60,9 @@ def main(argv=None) -> int:
                     help="extra config override (repeatable)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the bundles under this folder")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the families already in --out (same config, overrides and "
+                         "minutes) and train only the others")
     a = ap.parse_args(argv)
 
     base = load_train_config(a.config, a.overrides)
@@ -61,8 +77,21 @@ def main(argv=None) -> int:
     root = a.keep or Path(tempfile.mkdtemp(prefix="lofo-"))
     results = {"config": str(a.config), "dataset": str(base["dataset"]),
                "minutes_per_family": a.minutes, "overrides": a.overrides, "families": {}}
+    done = {}
+    if a.resume and a.out and a.out.exists():
+        old = json.loads(a.out.read_text())
+        same = {k: old.get(k) for k in ("config", "dataset", "minutes_per_family", "overrides")}
+        want = {k: results[k] for k in same}
+        if same != want:
+            ap.error(f"--resume: {a.out} was made with {same}, not {want}")
+        done = old["families"]
     rows = []
     for fam in families:
+        if fam in done:
+            print(f"== {fam}: kept from {a.out}", file=sys.stderr, flush=True)
+            results["families"][fam] = entry = done[fam]
+            rows.append(_row(fam, entry))
+            continue
         cfg = load_train_config(a.config, a.overrides + [
             f"split.leave_out_families=[{fam}]", f"train.max_minutes={a.minutes}",
             f"out={root / ('lofo-' + fam)}", "mlflow.enabled=false"])
@@ -77,15 +106,7 @@ def main(argv=None) -> int:
                  "policy": {k: m.get("policy_search", {}).get("chosen", {}).get(k)
                             for k in ("enter", "exit", "min_consecutive")}}
         results["families"][fam] = entry
-        rows.append((fam, lo.get("macro_f1_mean"),
-                     _min((lo.get("plating") or {}).get("delay_s", {}).get("median")),
-                     (lo.get("plating") or {}).get("n_detected"),
-                     (lo.get("plating") or {}).get("n_runs_with_onset"),
-                     _min((lo.get("short") or {}).get("lead_s", {}).get("median")),
-                     (lo.get("short") or {}).get("n_detected"),
-                     (lo.get("short") or {}).get("n_runs_with_short"),
-                     (lo.get("false_alarms") or {}).get("per_100h"),
-                     te.get("macro_f1_mean")))
+        rows.append(_row(fam, entry))
         if a.out:  # after every family, so an interrupted sweep keeps what it measured
             a.out.parent.mkdir(parents=True, exist_ok=True)
             tmp = a.out.with_suffix(".tmp")

@@ -79,6 +79,14 @@ class LisentryNet(nn.Module):
         families far better than what the CNN learns alone.
     ppm_min, ppm_step : float
         The ppm grid (``ppm_min + ppm_step * arange(n_ppm)``), needed for the descriptor windows.
+    cnn : bool
+        Use the 1D-CNN spectrum encoder. ``False`` (needs ``descriptors``) leaves the spectrum
+        to the descriptors alone: a model of physical summaries that cannot learn a
+        family's host line shapes.
+    cnn_dropout : float
+        Training only, with ``descriptors``: probability that a whole run's CNN embedding is
+        zeroed, so that the model must also classify from the descriptors and echem alone
+        (modality dropout against family shortcuts the CNN can learn).
 
     Examples
     --------
@@ -93,7 +101,7 @@ class LisentryNet(nn.Module):
                  channels: Sequence[int] = (16, 32, 48, 32), pooled_bins: int = 16,
                  echem_hidden: int = 32, num_layers: int = 1, dropout: float = 0.1,
                  input_scale: float = 1.0, descriptors: bool = False, ppm_min: float = -100.0,
-                 ppm_step: float = 0.5):
+                 ppm_step: float = 0.5, cnn_dropout: float = 0.0, cnn: bool = True):
         super().__init__()
         _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
         _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
@@ -107,6 +115,8 @@ class LisentryNet(nn.Module):
         _check("echem_hidden", echem_hidden > 0, "> 0", echem_hidden)
         _check("num_layers", num_layers >= 1, ">= 1", num_layers)
         _check("dropout", 0.0 <= dropout < 1.0, "in [0, 1)", dropout)
+        _check("cnn", bool(cnn) or bool(descriptors), "True unless descriptors is True", cnn)
+        _check("cnn_dropout", 0.0 <= cnn_dropout < 1.0, "in [0, 1)", cnn_dropout)
         _check("input_scale", math.isfinite(input_scale) and input_scale > 0, "> 0", input_scale)
         #: Constructor arguments, JSON-safe (stored in the model card).
         self.config = dict(n_ppm=n_ppm, n_echem=n_echem, hidden=hidden, classes=list(classes),
@@ -114,7 +124,9 @@ class LisentryNet(nn.Module):
                            echem_hidden=echem_hidden, num_layers=num_layers,
                            dropout=float(dropout), input_scale=float(input_scale),
                            descriptors=bool(descriptors), ppm_min=float(ppm_min),
-                           ppm_step=float(ppm_step))
+                           ppm_step=float(ppm_step), cnn_dropout=float(cnn_dropout),
+                           cnn=bool(cnn))
+        self.cnn_dropout = float(cnn_dropout)
         self.n_ppm, self.n_echem, self.hidden = n_ppm, n_echem, hidden
         self.classes, self.aux_names = tuple(classes), tuple(aux)
         self.num_layers, self.input_scale = num_layers, float(input_scale)
@@ -129,7 +141,9 @@ class LisentryNet(nn.Module):
         self.echem_mlp = nn.Sequential(nn.Linear(2 * n_echem, echem_hidden), nn.GELU(),
                                        nn.Linear(echem_hidden, echem_hidden), nn.GELU())
         self.descriptors = None
-        n_fuse = hidden + echem_hidden
+        if not cnn:
+            self.conv = self.spec_proj = None
+        n_fuse = (hidden if cnn else 0) + echem_hidden
         if descriptors:
             self.descriptors = SpectralDescriptors(n_ppm, ppm_min, ppm_step)
             self.desc_mlp = nn.Sequential(nn.Linear(N_DESCRIPTORS, echem_hidden), nn.GELU())
@@ -172,19 +186,25 @@ class LisentryNet(nn.Module):
         return x
 
     def _embed(self, x: torch.Tensor, e: torch.Tensor, e_mask: torch.Tensor | None,
-               ref: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
-        """Frame embeddings. x (N, P), e (N, F), ref/ref_mask (N, P) -> (N, hidden)."""
+               ref: torch.Tensor, ref_mask: torch.Tensor,
+               keep_cnn: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame embeddings. x (N, P), e (N, F), ref/ref_mask (N, P) -> (N, hidden).
+
+        ``keep_cnn`` (N, 1), training only: 0 where the CNN embedding is dropped."""
         m = torch.isfinite(x)
         v = torch.where(m, x, torch.zeros((), device=x.device)) * self.input_scale
         both = m & (ref_mask > 0.5)
         diff = torch.where(both, v - ref, torch.zeros((), device=x.device))
-        s = self.spec_proj(self.conv(torch.stack([v, m.to(v.dtype), diff], dim=1)))
+        parts = []
+        if self.conv is not None:
+            s = self.spec_proj(self.conv(torch.stack([v, m.to(v.dtype), diff], dim=1)))
+            parts.append(s if keep_cnn is None else s * keep_cnn)
         em = torch.isfinite(e)
         if e_mask is not None:
             em = em & (e_mask > 0.5)
         ev = torch.where(em, e, torch.zeros((), device=e.device))
         z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
-        parts = [s, z]
+        parts.append(z)
         if self.descriptors is not None:
             k = 1.0 / self.input_scale  # descriptors work on the per-run-normalised scale
             mf = m.to(v.dtype)
@@ -250,9 +270,13 @@ class LisentryNet(nn.Module):
         ref = torch.where(have, state["ref"], v0)
         ref_mask = torch.where(have, state["ref_mask"], m0.to(v0.dtype))
 
+        keep = None
+        if self.training and self.cnn_dropout and self.descriptors is not None:
+            keep = (torch.rand(B, 1, 1, device=x.device) >= self.cnn_dropout).to(x.dtype)
+            keep = keep.expand(B, T, 1).reshape(B * T, 1)
         z = self._embed(x.reshape(B * T, P), e.reshape(B * T, -1), em,
                         ref[:, None].expand(B, T, P).reshape(B * T, P),
-                        ref_mask[:, None].expand(B, T, P).reshape(B * T, P)).reshape(B, T, -1)
+                        ref_mask[:, None].expand(B, T, P).reshape(B * T, P), keep).reshape(B, T, -1)
         full = bool((lengths == T).all())
         if full:
             g, h = self.gru(z, state["h"])

@@ -163,3 +163,22 @@ def test_onnx_export(tmp_path):
     pytest.importorskip("onnxscript")
     p = export_onnx(tiny(), tmp_path / "m.onnx")
     assert p.stat().st_size > 0
+
+
+def test_descriptor_model_round_trip_and_grid_check(tmp_path):
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=64, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                      descriptors=True, ppm_min=GRID["min"], ppm_step=GRID["step"]).eval()
+    card = {"ppm_grid": GRID, "processing": PROC, "temperature": 1.0, "horizon_s": 3600,
+            "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION}}
+    d = save_bundle(tmp_path / "desc", net, card)
+    b = load_bundle(d, expect_grid=GRID)
+    x, e = torch.rand(1, 6, 64), torch.randn(1, 6, N_ECHEM)
+    with torch.no_grad():
+        torch.testing.assert_close(b.model(x, e)["logits"], net(x, e)["logits"], atol=0, rtol=0)
+    # the same weights under a card with another grid step are refused, naming the grid
+    other = LisentryNet(n_ppm=64, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                        descriptors=True, ppm_min=GRID["min"], ppm_step=1.0).eval()
+    d2 = save_bundle(tmp_path / "desc2", other, card)
+    with pytest.raises(BundleError, match="descriptor grid"):
+        load_bundle(d2)

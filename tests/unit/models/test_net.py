@@ -39,10 +39,11 @@ def test_default_size_and_shapes():
     assert torch.isfinite(out["logits"]).all() and torch.isfinite(out["aux"]).all()
 
 
-@pytest.mark.parametrize("num_layers,descriptors", [(1, False), (2, False), (1, True)])
-def test_streaming_equals_batch(num_layers, descriptors):
+@pytest.mark.parametrize("num_layers,descriptors,cnn", [(1, False, True), (2, False, True),
+                                                         (1, True, True), (1, True, False)])
+def test_streaming_equals_batch(num_layers, descriptors, cnn):
     # ppm_step 5 puts the descriptor windows (10-285 ppm) on the small 96-point grid
-    net = small_net(num_layers=num_layers, descriptors=descriptors, ppm_step=5.0)
+    net = small_net(num_layers=num_layers, descriptors=descriptors, ppm_step=5.0, cnn=cnn)
     x, e = data()
     lengths = torch.tensor([12, 7, 10])
     with torch.no_grad():
