@@ -53,11 +53,10 @@ __all__ = ["spectral_descriptors", "causal_rate", "echem_columns", "frame_featur
 N_CLASSES = len(CLASSES)
 DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
 
-#: ppm windows (lo, hi) used by the descriptors
-CLUSTER_WINDOW = (10.0, 130.0)
-METAL_WINDOW = (255.0, 285.0)
-CE_WINDOW = (235.0, 275.0)
-BASELINE_WINDOW = (150.0, 215.0)  #: a region with no 7Li species: offset and noise estimate
+# ppm windows (lo, hi) of the descriptors: one definition, shared with the model's own
+# physics descriptors (lisentry.models.descriptors)
+from lisentry.models.descriptors import (BASELINE_WINDOW, CE_WINDOW,  # noqa: E402
+                                         CLUSTER_WINDOW, METAL_WINDOW)
 
 
 # ---------------------------------------------------------------------------- helpers
