@@ -20,6 +20,17 @@ per-run macro-F1 of the evaluation (a two-frame class of a run then counts about
 two-hundred-frame one). On the default data, 0.5 gave test macro-F1 0.902 against 0.913 for 0,
 so the default config leaves it off.
 
+Augmentation (``train.augment``): ``intensity_jitter`` (log-normal sigma of a run-level
+intensity factor), ``shift_ppm`` (uniform reference shift), ``drop_echem`` (probability of
+dropping a run's echem features), ``mix_prob`` / ``mix_scale`` (probability of mixing another
+family's normal frames into a run's spectra, and the donor's relative scale; see
+:func:`lisentry.training.data.augment_run`; 0.5 did not help left-out families, so 0).
+
+Physics descriptors: ``model.descriptors: true`` adds :mod:`lisentry.models.descriptors` to
+the model input (``model.cnn: false`` keeps only them; ``model.cnn_dropout`` drops a whole
+run's CNN embedding in training). See the README's leave-one-family-out section for what they
+changed.
+
 OOD score: ``ood.score`` (``feature``, default, or ``energy``); see
 :mod:`lisentry.models.ood_scorer`.
 
