@@ -432,9 +432,10 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     if list(getattr(model, "classes", card["classes"])) != list(card["classes"]):
         raise BundleError(card_path, "classes differ from the model's constructor arguments")
     kw = spec.get("kwargs", {})
-    if kw.get("descriptors") and not (_close(kw.get("ppm_min", -100.0), card_grid[0])
-                                      and _close(kw.get("ppm_step", 0.5), card_grid[2])):
-        # the descriptor windows are placed on the model's own grid
+    on_grid = (_close(kw.get("ppm_min", -100.0), card_grid[0])
+               and _close(kw.get("ppm_step", 0.5), card_grid[2]))
+    if (kw.get("descriptors") or kw.get("heads") == "factored") and not on_grid:
+        # the descriptor and branch windows are placed on the model's own grid
         raise BundleError(card_path, f"the model's descriptor grid (min {kw.get('ppm_min')}, step "
                                      f"{kw.get('ppm_step')} ppm) differs from the card's "
                                      f"{_fmt_grid(card_grid)}")

@@ -45,6 +45,15 @@ METAL_PEAK_WINDOW = (235.0, 285.0)
 CE_WINDOW = (235.0, 275.0)
 BASELINE_WINDOW = (150.0, 215.0)  #: a region with no 7Li species: offset and noise estimate
 AMOUNT_SCALE = 0.01  #: amounts enter as asinh(amount / AMOUNT_SCALE)
+#: Spectral ranges seen by the factored model's cluster and metal branches
+#: (:class:`~lisentry.models.net.LisentryNet` with ``heads="factored"``): Knight-shifted Li
+#: clusters (above the diamagnetic and solid-electrolyte lines, up to the >100 ppm of liquid
+#: cells) and Li metal (counter electrode at 242-272 ppm by orientation, dendrites at 260-278).
+CLUSTER_BRANCH_WINDOW = (8.0, 160.0)
+METAL_BRANCH_WINDOW = (200.0, 300.0)
+#: Descriptors that each branch sees (by name, from DESCRIPTOR_NAMES).
+CLUSTER_BRANCH_DESCRIPTORS = ("cluster_rel", "cluster_pos", "cluster_peak", "cluster_snr")
+METAL_BRANCH_DESCRIPTORS = ("metal_extra", "metal_diff", "metal_peak", "ce_change", "metal_snr")
 
 DESCRIPTOR_NAMES: tuple[str, ...] = (
     "cluster_rel", "cluster_pos", "cluster_peak", "metal_extra", "metal_diff", "metal_peak",

@@ -29,7 +29,9 @@ from torch import nn
 
 from lisentry.datasets.errors import ConfigError
 from lisentry.datasets.frame import CLASSES
-from lisentry.models.descriptors import N_DESCRIPTORS, SpectralDescriptors
+from lisentry.models.descriptors import (CLUSTER_BRANCH_DESCRIPTORS, CLUSTER_BRANCH_WINDOW,
+                                         DESCRIPTOR_NAMES, METAL_BRANCH_DESCRIPTORS,
+                                         METAL_BRANCH_WINDOW, N_DESCRIPTORS, SpectralDescriptors)
 from lisentry.models.features import N_ECHEM
 
 #: Default auxiliary regression targets.
@@ -43,6 +45,46 @@ _KERNELS = (9, 7, 5, 5, 5, 5)
 def _check(name: str, ok: bool, cond: str, got) -> None:
     if not ok:
         raise ConfigError(f"The '{name}' parameter of LisentryNet must be {cond}. Got {got!r}.")
+
+
+HEADS = ("softmax", "factored")
+
+
+def _window_slice(n_ppm: int, ppm_min: float, ppm_step: float, lo_hi) -> tuple[int, int]:
+    a = max(0, int(math.ceil((lo_hi[0] - ppm_min) / ppm_step - 1e-9)))
+    b = min(n_ppm, int(math.floor((lo_hi[1] - ppm_min) / ppm_step + 1e-9)) + 1)
+    return a, b
+
+
+class _Branch(nn.Module):
+    """A causal encoder of one ppm window: small 1D-CNN (+ that window's descriptors) -> GRU.
+
+    It sees nothing outside its window (no host lines elsewhere, no electrochemistry), so what
+    it learns about "a cluster line is growing" or "new metal is growing" cannot lean on a
+    scenario family's other signatures.
+    """
+
+    def __init__(self, sl: tuple[int, int], channels: Sequence[int], pooled_bins: int,
+                 hidden: int, n_desc: int, n_aux: int):
+        super().__init__()
+        self.sl = sl
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c, k in zip(channels, _KERNELS):
+            layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.GELU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled_bins), nn.Flatten())
+        self.proj = nn.Sequential(nn.Linear(c_in * pooled_bins + n_desc, hidden), nn.GELU())
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.logit = nn.Linear(2 * hidden, 1)
+        self.aux = nn.Linear(2 * hidden, n_aux)
+
+    def embed(self, chans: torch.Tensor, desc: torch.Tensor | None) -> torch.Tensor:
+        a, b = self.sl
+        f = self.conv(chans[:, :, a:b])
+        if desc is not None:
+            f = torch.cat([f, desc], dim=-1)
+        return self.proj(f)
 
 
 class LisentryNet(nn.Module):
@@ -87,6 +129,18 @@ class LisentryNet(nn.Module):
         Training only, with ``descriptors``: probability that a whole run's CNN embedding is
         zeroed, so that the model must also classify from the descriptors and echem alone
         (modality dropout against family shortcuts the CNN can learn).
+    heads : {"softmax", "factored"}
+        ``"softmax"``: one 4-class head over the fused GRU state. ``"factored"``: the classes'
+        own definitions and precedence, built into the model. Three "condition holds" logits —
+        imminent short ``s`` (from everything: the fused GRU state, the echem, and the two
+        branches), plating ``p`` (a branch that sees only the metal window, 200-300 ppm) and
+        cluster growth ``c`` (a branch that sees only 8-160 ppm) — give
+        ``P(short) = σ(s)``, ``P(plating) = σ(-s) σ(p)``, ``P(cluster) = σ(-s) σ(-p) σ(c)``,
+        ``P(normal) = σ(-s) σ(-p) σ(-c)``; the returned logits are these log-probabilities,
+        so the 4-class cross-entropy is their exact likelihood. The cluster and metal/counter-
+        electrode auxiliary amounts come from their branches.
+    branch_channels, branch_hidden, branch_pooled_bins :
+        Size of each factored branch (CNN channels, GRU width, pooled bins).
 
     Examples
     --------
@@ -101,7 +155,9 @@ class LisentryNet(nn.Module):
                  channels: Sequence[int] = (16, 32, 48, 32), pooled_bins: int = 16,
                  echem_hidden: int = 32, num_layers: int = 1, dropout: float = 0.1,
                  input_scale: float = 1.0, descriptors: bool = False, ppm_min: float = -100.0,
-                 ppm_step: float = 0.5, cnn_dropout: float = 0.0, cnn: bool = True):
+                 ppm_step: float = 0.5, cnn_dropout: float = 0.0, cnn: bool = True,
+                 heads: str = "softmax", branch_channels: Sequence[int] = (8, 16, 16),
+                 branch_hidden: int = 24, branch_pooled_bins: int = 8):
         super().__init__()
         _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
         _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
@@ -118,6 +174,15 @@ class LisentryNet(nn.Module):
         _check("cnn", bool(cnn) or bool(descriptors), "True unless descriptors is True", cnn)
         _check("cnn_dropout", 0.0 <= cnn_dropout < 1.0, "in [0, 1)", cnn_dropout)
         _check("input_scale", math.isfinite(input_scale) and input_scale > 0, "> 0", input_scale)
+        _check("heads", heads in HEADS, f"one of {HEADS}", heads)
+        if heads == "factored":
+            _check("classes", tuple(classes) == tuple(CLASSES),
+                   f"{list(CLASSES)} (in that order) with heads='factored'", classes)
+            _check("branch_channels", 1 <= len(branch_channels) <= len(_KERNELS)
+                   and all(c > 0 for c in branch_channels),
+                   f"1 to {len(_KERNELS)} positive ints", branch_channels)
+            _check("branch_hidden", branch_hidden > 0, "> 0", branch_hidden)
+            _check("branch_pooled_bins", branch_pooled_bins > 0, "> 0", branch_pooled_bins)
         #: Constructor arguments, JSON-safe (stored in the model card).
         self.config = dict(n_ppm=n_ppm, n_echem=n_echem, hidden=hidden, classes=list(classes),
                            aux=list(aux), channels=list(channels), pooled_bins=pooled_bins,
@@ -125,7 +190,12 @@ class LisentryNet(nn.Module):
                            dropout=float(dropout), input_scale=float(input_scale),
                            descriptors=bool(descriptors), ppm_min=float(ppm_min),
                            ppm_step=float(ppm_step), cnn_dropout=float(cnn_dropout),
-                           cnn=bool(cnn))
+                           cnn=bool(cnn), heads=heads)
+        if heads == "factored":
+            self.config.update(branch_channels=list(branch_channels),
+                               branch_hidden=int(branch_hidden),
+                               branch_pooled_bins=int(branch_pooled_bins))
+        self.heads = heads
         self.cnn_dropout = float(cnn_dropout)
         self.n_ppm, self.n_echem, self.hidden = n_ppm, n_echem, hidden
         self.classes, self.aux_names = tuple(classes), tuple(aux)
@@ -150,7 +220,30 @@ class LisentryNet(nn.Module):
             n_fuse += echem_hidden
         self.fuse = nn.Sequential(nn.Linear(n_fuse, hidden), nn.GELU(), nn.Dropout(dropout))
         self.gru = nn.GRU(hidden, hidden, num_layers=num_layers, batch_first=True)
-        self.head = nn.Linear(2 * hidden, len(classes))
+        self.branches = None
+        self.branch_hidden = 0
+        if heads == "factored":
+            self.branch_hidden = bh = int(branch_hidden)
+            sel = []
+            for win, names in ((CLUSTER_BRANCH_WINDOW, CLUSTER_BRANCH_DESCRIPTORS),
+                               (METAL_BRANCH_WINDOW, METAL_BRANCH_DESCRIPTORS)):
+                sl = _window_slice(n_ppm, ppm_min, ppm_step, win)
+                _check("n_ppm", sl[1] - sl[0] >= 8,
+                       f"a grid covering {win[0]}-{win[1]} ppm with >= 8 points", (n_ppm, ppm_min, ppm_step))
+                sel.append([DESCRIPTOR_NAMES.index(n) for n in names] if descriptors else [])
+            self.branches = nn.ModuleList([
+                _Branch(_window_slice(n_ppm, ppm_min, ppm_step, w), branch_channels,
+                        branch_pooled_bins, bh, len(ix), len(aux))
+                for w, ix in zip((CLUSTER_BRANCH_WINDOW, METAL_BRANCH_WINDOW), sel)])
+            self._branch_desc = [torch.tensor(ix, dtype=torch.int64) for ix in sel]
+            # which head gives each auxiliary amount: 0 the fused state, 1 cluster, 2 metal
+            owner = [1 if a.startswith("cluster") else 2 if a.startswith(("metal", "ce_"))
+                     else 0 for a in aux]
+            self.register_buffer("aux_owner", torch.tensor(owner, dtype=torch.int64),
+                                 persistent=False)
+            self.head = nn.Linear(2 * hidden + 4 * bh, 1)  # the imminent-short logit
+        else:
+            self.head = nn.Linear(2 * hidden, len(classes))
         self.aux_head = nn.Linear(2 * hidden, len(aux))
         self.register_buffer(
             "aux_scale", torch.tensor([AUX_SCALES.get(a, 1.0) for a in aux], dtype=torch.float32),
@@ -167,12 +260,15 @@ class LisentryNet(nn.Module):
         Returns
         -------
         dict
-            ``h`` (num_layers, batch, hidden) GRU state; ``ref`` and ``ref_mask``
+            ``h`` (num_layers, batch, hidden [+ 2 branch_hidden]) GRU state; ``ref`` and ``ref_mask``
             (batch, n_ppm) the first frame (scaled, zero-filled) and its coverage;
             ``n_seen`` (batch,) int64 frames seen so far.
         """
         dev = next(self.parameters()).device
-        return {"h": torch.zeros(self.num_layers, batch, self.hidden, device=dev),
+        # factored heads: the two branch GRU states ride in layer 0 of ``h``, after the fused
+        # GRU's (the state keeps one layout for the detector, its state file and ONNX)
+        width = self.hidden + 2 * self.branch_hidden
+        return {"h": torch.zeros(self.num_layers, batch, width, device=dev),
                 "ref": torch.zeros(batch, self.n_ppm, device=dev),
                 "ref_mask": torch.zeros(batch, self.n_ppm, device=dev),
                 "n_seen": torch.zeros(batch, dtype=torch.int64, device=dev)}
@@ -187,17 +283,19 @@ class LisentryNet(nn.Module):
 
     def _embed(self, x: torch.Tensor, e: torch.Tensor, e_mask: torch.Tensor | None,
                ref: torch.Tensor, ref_mask: torch.Tensor,
-               keep_cnn: torch.Tensor | None = None) -> torch.Tensor:
-        """Frame embeddings. x (N, P), e (N, F), ref/ref_mask (N, P) -> (N, hidden).
+               keep_cnn: torch.Tensor | None = None):
+        """Frame embeddings. x (N, P), e (N, F), ref/ref_mask (N, P) -> (N, hidden), plus the
+        branch embeddings ``[(N, branch_hidden)] * 2`` (empty without factored heads).
 
         ``keep_cnn`` (N, 1), training only: 0 where the CNN embedding is dropped."""
         m = torch.isfinite(x)
         v = torch.where(m, x, torch.zeros((), device=x.device)) * self.input_scale
         both = m & (ref_mask > 0.5)
         diff = torch.where(both, v - ref, torch.zeros((), device=x.device))
+        chans = torch.stack([v, m.to(v.dtype), diff], dim=1)
         parts = []
         if self.conv is not None:
-            s = self.spec_proj(self.conv(torch.stack([v, m.to(v.dtype), diff], dim=1)))
+            s = self.spec_proj(self.conv(chans))
             parts.append(s if keep_cnn is None else s * keep_cnn)
         em = torch.isfinite(e)
         if e_mask is not None:
@@ -205,16 +303,63 @@ class LisentryNet(nn.Module):
         ev = torch.where(em, e, torch.zeros((), device=e.device))
         z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
         parts.append(z)
+        desc = None
         if self.descriptors is not None:
             k = 1.0 / self.input_scale  # descriptors work on the per-run-normalised scale
             mf = m.to(v.dtype)
-            parts.append(self.desc_mlp(self.descriptors(v * k, mf, ref * k, ref_mask)))
-        return self.fuse(torch.cat(parts, dim=-1))
+            desc = self.descriptors(v * k, mf, ref * k, ref_mask)
+            parts.append(self.desc_mlp(desc))
+        zb = []
+        if self.branches is not None:
+            for br, ix in zip(self.branches, self._branch_desc):
+                zb.append(br.embed(chans, None if desc is None else desc[:, ix.to(x.device)]))
+        return self.fuse(torch.cat(parts, dim=-1)), zb
 
-    def _heads(self, g: torch.Tensor, z: torch.Tensor, features: bool = False
+    def _split_state(self, h: torch.Tensor):
+        if self.branches is None:
+            return h, []
+        H, bh = self.hidden, self.branch_hidden
+        return (h[..., :H].contiguous(),
+                [h[:1, :, H + k * bh:H + (k + 1) * bh].contiguous() for k in range(2)])
+
+    def _join_state(self, h: torch.Tensor, hb: list[torch.Tensor]) -> torch.Tensor:
+        if not hb:
+            return h
+        rest = [torch.cat([b, torch.zeros(h.shape[0] - 1, *b.shape[1:], device=b.device,
+                                          dtype=b.dtype)], 0) for b in hb]
+        return torch.cat([h, *rest], dim=-1)
+
+    @staticmethod
+    def _run_gru(gru: nn.GRU, z: torch.Tensor, h0: torch.Tensor, lengths: torch.Tensor,
+                 full: bool):
+        if full:
+            return gru(z, h0)
+        packed = nn.utils.rnn.pack_padded_sequence(z, lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        g, h = gru(packed, h0)
+        g, _ = nn.utils.rnn.pad_packed_sequence(g, batch_first=True, total_length=z.shape[1])
+        return g, h
+
+    def _heads(self, g: torch.Tensor, z: torch.Tensor, features: bool = False,
+               branch: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
                ) -> dict[str, torch.Tensor]:
         gz = torch.cat([g, z], dim=-1)
-        out = {"logits": self.head(gz), "aux": self.aux_head(gz) * self.aux_scale}
+        aux = self.aux_head(gz)
+        if self.branches is None:
+            logits = self.head(gz)
+        else:
+            bz = [torch.cat(b, dim=-1) for b in branch]
+            s = self.head(torch.cat([gz, *bz], dim=-1))[..., 0]
+            c = self.branches[0].logit(bz[0])[..., 0]
+            p = self.branches[1].logit(bz[1])[..., 0]
+            ls = F.logsigmoid
+            not_sp = ls(-s) + ls(-p)
+            # log P of each class under the precedence short > plating > cluster > normal
+            logits = torch.stack([not_sp + ls(-c), not_sp + ls(c), ls(-s) + ls(p), ls(s)], -1)
+            own = self.aux_owner
+            aux = torch.where(own == 1, self.branches[0].aux(bz[0]),
+                              torch.where(own == 2, self.branches[1].aux(bz[1]), aux))
+        out = {"logits": logits, "aux": aux * self.aux_scale}
         if features:
             out["features"] = gz
         return out
@@ -274,24 +419,26 @@ class LisentryNet(nn.Module):
         if self.training and self.cnn_dropout and self.descriptors is not None:
             keep = (torch.rand(B, 1, 1, device=x.device) >= self.cnn_dropout).to(x.dtype)
             keep = keep.expand(B, T, 1).reshape(B * T, 1)
-        z = self._embed(x.reshape(B * T, P), e.reshape(B * T, -1), em,
-                        ref[:, None].expand(B, T, P).reshape(B * T, P),
-                        ref_mask[:, None].expand(B, T, P).reshape(B * T, P), keep).reshape(B, T, -1)
+        z, zb = self._embed(x.reshape(B * T, P), e.reshape(B * T, -1), em,
+                            ref[:, None].expand(B, T, P).reshape(B * T, P),
+                            ref_mask[:, None].expand(B, T, P).reshape(B * T, P), keep)
+        z = z.reshape(B, T, -1)
         full = bool((lengths == T).all())
-        if full:
-            g, h = self.gru(z, state["h"])
-        else:
-            packed = nn.utils.rnn.pack_padded_sequence(z, lengths.cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            g, h = self.gru(packed, state["h"])
-            g, _ = nn.utils.rnn.pad_packed_sequence(g, batch_first=True, total_length=T)
-        out = self._heads(g, z, return_features)
+        h0, hb0 = self._split_state(state["h"])
+        g, h = self._run_gru(self.gru, z, h0, lengths, full)
+        branch, hb = [], []
+        for br, zk, hk in zip(self.branches or (), zb, hb0):
+            zk = zk.reshape(B, T, -1)
+            gk, hk = self._run_gru(br.gru, zk, hk, lengths, full)
+            branch.append((gk, zk))
+            hb.append(hk)
+        out = self._heads(g, z, return_features, branch)
         if not full:
             valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[..., None]
             out = {k: torch.where(valid, v, torch.zeros((), device=v.device))
                    for k, v in out.items()}
         if return_state:
-            out["state"] = {"h": h, "ref": ref, "ref_mask": ref_mask,
+            out["state"] = {"h": self._join_state(h, hb), "ref": ref, "ref_mask": ref_mask,
                             "n_seen": state["n_seen"] + lengths}
         return out
 
@@ -347,10 +494,17 @@ class LisentryNet(nn.Module):
         v = torch.where(m, x, torch.zeros((), device=x.device)) * self.input_scale
         ref = torch.where(have, state["ref"], v)
         ref_mask = torch.where(have, state["ref_mask"], m.to(v.dtype))
-        z = self._embed(x, e, em, ref, ref_mask)
-        g, h = self.gru(z[:, None, :], state["h"])
-        out = self._heads(g[:, 0], z, return_features)
-        return out, {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": state["n_seen"] + 1}
+        z, zb = self._embed(x, e, em, ref, ref_mask)
+        h0, hb0 = self._split_state(state["h"])
+        g, h = self.gru(z[:, None, :], h0)
+        branch, hb = [], []
+        for br, zk, hk in zip(self.branches or (), zb, hb0):
+            gk, hk = br.gru(zk[:, None, :], hk)
+            branch.append((gk[:, 0], zk))
+            hb.append(hk)
+        out = self._heads(g[:, 0], z, return_features, branch)
+        return out, {"h": self._join_state(h, hb), "ref": ref, "ref_mask": ref_mask,
+                     "n_seen": state["n_seen"] + 1}
 
 
 # ---------------------------------------------------------------------- losses

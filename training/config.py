@@ -31,6 +31,12 @@ the model input (``model.cnn: false`` keeps only them; ``model.cnn_dropout`` dro
 run's CNN embedding in training). See the README's leave-one-family-out section for what they
 changed.
 
+Factored heads: ``model.heads: factored`` builds the class definitions into the model: a
+cluster-growth logit from a branch that sees only 8-160 ppm, a plating logit from a branch that
+sees only 200-300 ppm, an imminent-short logit from everything, combined by the class
+precedence (see :class:`lisentry.models.net.LisentryNet`). ``model.branch_channels``,
+``model.branch_hidden``, ``model.branch_pooled_bins`` size the branches.
+
 OOD score: ``ood.score`` (``feature``, default, or ``energy``); see
 :mod:`lisentry.models.ood_scorer`.
 

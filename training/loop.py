@@ -52,7 +52,7 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
     mc = dict(cfg["model"])
-    if mc.get("descriptors") and ppm_grid is not None:
+    if (mc.get("descriptors") or mc.get("heads") == "factored") and ppm_grid is not None:
         mc.update(ppm_min=float(ppm_grid[0]), ppm_step=float(ppm_grid[1] - ppm_grid[0]))
     name = mc.pop("name", "lisentry_net")
     if name not in MODELS:

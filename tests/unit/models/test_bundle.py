@@ -182,3 +182,24 @@ def test_descriptor_model_round_trip_and_grid_check(tmp_path):
     d2 = save_bundle(tmp_path / "desc2", other, card)
     with pytest.raises(BundleError, match="descriptor grid"):
         load_bundle(d2)
+
+
+def test_factored_model_round_trip_streams_like_the_saved_one(tmp_path):
+    grid = {"min": -100.0, "max": 375.0, "step": 5.0}  # covers both branch windows
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=96, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                      heads="factored", branch_channels=(4, 4), branch_hidden=6,
+                      ppm_min=grid["min"], ppm_step=grid["step"]).eval()
+    card = {"ppm_grid": grid, "processing": PROC, "temperature": 1.0, "horizon_s": 3600,
+            "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION}}
+    b = load_bundle(save_bundle(tmp_path / "fact", net, card), expect_grid=grid)
+    assert b.model.heads == "factored"
+    x, e = torch.rand(1, 5, 96), torch.randn(1, 5, N_ECHEM)
+    with torch.no_grad():
+        want = net(x, e)["logits"]
+        st = b.model.init_state(1)
+        got = []
+        for t in range(5):
+            o, st = b.model.step(x[:, t], e[:, t], st)
+            got.append(o["logits"])
+    torch.testing.assert_close(torch.stack(got, 1), want, atol=1e-5, rtol=0)

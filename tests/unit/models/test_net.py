@@ -39,11 +39,13 @@ def test_default_size_and_shapes():
     assert torch.isfinite(out["logits"]).all() and torch.isfinite(out["aux"]).all()
 
 
-@pytest.mark.parametrize("num_layers,descriptors,cnn", [(1, False, True), (2, False, True),
-                                                         (1, True, True), (1, True, False)])
-def test_streaming_equals_batch(num_layers, descriptors, cnn):
+@pytest.mark.parametrize("num_layers,descriptors,cnn,heads", [
+    (1, False, True, "softmax"), (2, False, True, "softmax"), (1, True, True, "softmax"),
+    (1, True, False, "softmax"), (1, False, True, "factored"), (2, True, True, "factored")])
+def test_streaming_equals_batch(num_layers, descriptors, cnn, heads):
     # ppm_step 5 puts the descriptor windows (10-285 ppm) on the small 96-point grid
-    net = small_net(num_layers=num_layers, descriptors=descriptors, ppm_step=5.0, cnn=cnn)
+    net = small_net(num_layers=num_layers, descriptors=descriptors, ppm_step=5.0, cnn=cnn,
+                    heads=heads)
     x, e = data()
     lengths = torch.tensor([12, 7, 10])
     with torch.no_grad():
@@ -234,3 +236,73 @@ def test_energy_and_fpr_at_95_tpr():
     scores_in = np.arange(1, 101, dtype=float)  # 95 of 100 are <= 95
     assert ood_threshold(scores_in) == 95.0
     assert fpr_at_tpr(scores_in, [50.0, 95.0, 96.0, 200.0]) == 0.5
+
+
+# ---------------------------------------------------------------- factored heads
+PPM = -100.0 + 5.0 * np.arange(P)  # the grid of small_net(ppm_step=5.0)
+
+
+def _conditions(logits):
+    """The factored model's three condition logits, recovered from its log-probabilities."""
+    c = logits[..., 1] - logits[..., 0]
+    p = logits[..., 2] - torch.logsumexp(logits[..., :2], dim=-1)
+    s = logits[..., 3] - torch.logsumexp(logits[..., :3], dim=-1)
+    return c, p, s
+
+
+@pytest.mark.parametrize("descriptors", [False, True])
+def test_factored_heads_are_a_distribution_with_the_class_precedence(descriptors):
+    net = small_net(descriptors=descriptors, ppm_step=5.0, heads="factored")
+    x, e = data()
+    with torch.no_grad():
+        lp = net(x, e)["logits"]
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(lp.shape[:2]), atol=1e-5, rtol=0)
+    # P(plating) = sigma(-s) sigma(p) and P(short) = sigma(s), exactly
+    c, p, s = _conditions(lp)
+    torch.testing.assert_close(lp[..., 3].exp(), torch.sigmoid(s), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lp[..., 2].exp(), torch.sigmoid(-s) * torch.sigmoid(p),
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("descriptors", [False, True])
+def test_factored_branches_see_only_their_window(descriptors):
+    net = small_net(seed=3, descriptors=descriptors, ppm_step=5.0, heads="factored")
+    x, e = data()
+    x = torch.nan_to_num(x, nan=0.0)
+    in_cluster = torch.from_numpy((PPM >= 8) & (PPM <= 160))
+    in_metal = torch.from_numpy((PPM >= 200) & (PPM <= 300))
+    # the descriptors also read the empty 150-215 ppm region (offset and noise), and their
+    # 5-point smoothing reaches 2 points (here 10 ppm) beyond a window's edge
+    keep = in_cluster | in_metal | torch.from_numpy((PPM >= 150) & (PPM <= 215))
+    keep = torch.nn.functional.max_pool1d(keep[None].float(), 5, 1, 2)[0] > 0
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        c0, p0, s0 = _conditions(net(x, e)["logits"])
+        # other electrochemistry and other lines outside both windows (a host's signature)
+        x2 = torch.where(keep, x, x + torch.randn(x.shape, generator=g))
+        c1, p1, s1 = _conditions(net(x2, e * 3 + 1)["logits"])
+        torch.testing.assert_close(c1, c0, atol=1e-5, rtol=0)
+        torch.testing.assert_close(p1, p0, atol=1e-5, rtol=0)
+        assert (s1 - s0).abs().max() > 1e-3  # the short head sees everything
+        # a line growing at metal shifts moves p, not c (away from the shared 150-215 ppm
+        # offset/noise region of the descriptors)
+        at_metal = torch.from_numpy((PPM >= 230) & (PPM <= 290))
+        grow = torch.linspace(0, 20, x.shape[1])[None, :, None] * at_metal
+        c2, p2, _ = _conditions(net(x + grow, e)["logits"])
+        torch.testing.assert_close(c2, c0, atol=1e-5, rtol=0)
+        assert (p2 - p0).abs().max() > 1e-4
+        at_cluster = torch.from_numpy((PPM >= 20) & (PPM <= 130))
+        grow = torch.linspace(0, 20, x.shape[1])[None, :, None] * at_cluster
+        c3, p3, _ = _conditions(net(x + grow, e)["logits"])
+        torch.testing.assert_close(p3, p0, atol=1e-5, rtol=0)
+        assert (c3 - c0).abs().max() > 1e-4
+
+
+def test_factored_heads_refuse_other_classes_or_a_grid_without_the_windows():
+    with pytest.raises(ConfigError, match="heads='factored'"):
+        LisentryNet(n_ppm=P, hidden=8, ppm_step=5.0, heads="factored",
+                    classes=("a", "b", "c", "d"))
+    with pytest.raises(ConfigError, match="covering 8.0-160.0 ppm"):
+        LisentryNet(n_ppm=P, hidden=8, ppm_min=300.0, ppm_step=0.5, heads="factored")
+    with pytest.raises(ConfigError, match="'heads'"):
+        LisentryNet(n_ppm=P, hidden=8, heads="hierarchical")
