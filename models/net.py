@@ -14,6 +14,12 @@ are fused and fed to a unidirectional GRU, so the output at frame ``t`` depends 
 run's initial total 7Li signal, dimensionless; ``cluster_shift_ppm`` in ppm), read from the
 GRU output concatenated with the frame embedding.
 
+With ``heads="factored"`` the class definitions are built in: the cluster-growth and plating
+decisions come from branches that see only their own ppm window (8-160 and 200-300 ppm) and the
+imminent-short decision from everything, combined by the class precedence (see the class
+docstring). Left-out scenario families are where this matters: a branch cannot learn that a
+family's host lines elsewhere predict its outcomes.
+
 :meth:`LisentryNet.forward` runs whole (padded) sequences; :meth:`LisentryNet.init_state` and
 :meth:`LisentryNet.step` run one frame at a time and give the same outputs. The streaming
 state is a ``dict[str, torch.Tensor]`` and can be written with ``safetensors.torch.save_file``.
@@ -56,6 +62,17 @@ def _window_slice(n_ppm: int, ppm_min: float, ppm_step: float, lo_hi) -> tuple[i
     return a, b
 
 
+def _conv_encoder(channels: Sequence[int], pooled_bins: int) -> tuple[nn.Sequential, int]:
+    """Stride-2 convolutions over the (intensity, coverage, difference) channels, then an
+    adaptive pool that keeps coarse ppm position; returns the module and its output width."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c, k in zip(channels, _KERNELS):
+        layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled_bins), nn.Flatten()), c_in * pooled_bins
+
+
 class _Branch(nn.Module):
     """A causal encoder of one ppm window: small 1D-CNN (+ that window's descriptors) -> GRU.
 
@@ -68,13 +85,8 @@ class _Branch(nn.Module):
                  hidden: int, n_desc: int, n_aux: int):
         super().__init__()
         self.sl = sl
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c, k in zip(channels, _KERNELS):
-            layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.GELU()]
-            c_in = c
-        self.conv = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled_bins), nn.Flatten())
-        self.proj = nn.Sequential(nn.Linear(c_in * pooled_bins + n_desc, hidden), nn.GELU())
+        self.conv, n_out = _conv_encoder(channels, pooled_bins)
+        self.proj = nn.Sequential(nn.Linear(n_out + n_desc, hidden), nn.GELU())
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.logit = nn.Linear(2 * hidden, 1)
         self.aux = nn.Linear(2 * hidden, n_aux)
@@ -141,6 +153,9 @@ class LisentryNet(nn.Module):
         electrode auxiliary amounts come from their branches.
     branch_channels, branch_hidden, branch_pooled_bins :
         Size of each factored branch (CNN channels, GRU width, pooled bins).
+    branch_echem : bool
+        Also give each branch the echem embedding (potential, current...), so that it can time
+        its decision by the electrochemistry; the spectrum it sees stays its own window.
 
     Examples
     --------
@@ -157,7 +172,8 @@ class LisentryNet(nn.Module):
                  input_scale: float = 1.0, descriptors: bool = False, ppm_min: float = -100.0,
                  ppm_step: float = 0.5, cnn_dropout: float = 0.0, cnn: bool = True,
                  heads: str = "softmax", branch_channels: Sequence[int] = (8, 16, 16),
-                 branch_hidden: int = 24, branch_pooled_bins: int = 8):
+                 branch_hidden: int = 24, branch_pooled_bins: int = 8,
+                 branch_echem: bool = False):
         super().__init__()
         _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
         _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
@@ -194,20 +210,16 @@ class LisentryNet(nn.Module):
         if heads == "factored":
             self.config.update(branch_channels=list(branch_channels),
                                branch_hidden=int(branch_hidden),
-                               branch_pooled_bins=int(branch_pooled_bins))
+                               branch_pooled_bins=int(branch_pooled_bins),
+                               branch_echem=bool(branch_echem))
         self.heads = heads
         self.cnn_dropout = float(cnn_dropout)
         self.n_ppm, self.n_echem, self.hidden = n_ppm, n_echem, hidden
         self.classes, self.aux_names = tuple(classes), tuple(aux)
         self.num_layers, self.input_scale = num_layers, float(input_scale)
 
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c, k in zip(channels, _KERNELS):
-            layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.GELU()]
-            c_in = c
-        self.conv = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled_bins), nn.Flatten())
-        self.spec_proj = nn.Sequential(nn.Linear(c_in * pooled_bins, hidden), nn.GELU())
+        self.conv, n_out = _conv_encoder(channels, pooled_bins)
+        self.spec_proj = nn.Sequential(nn.Linear(n_out, hidden), nn.GELU())
         self.echem_mlp = nn.Sequential(nn.Linear(2 * n_echem, echem_hidden), nn.GELU(),
                                        nn.Linear(echem_hidden, echem_hidden), nn.GELU())
         self.descriptors = None
@@ -233,9 +245,11 @@ class LisentryNet(nn.Module):
                 sel.append([DESCRIPTOR_NAMES.index(n) for n in names] if descriptors else [])
             self.branches = nn.ModuleList([
                 _Branch(_window_slice(n_ppm, ppm_min, ppm_step, w), branch_channels,
-                        branch_pooled_bins, bh, len(ix), len(aux))
+                        branch_pooled_bins, bh, len(ix) + (echem_hidden if branch_echem else 0),
+                        len(aux))
                 for w, ix in zip((CLUSTER_BRANCH_WINDOW, METAL_BRANCH_WINDOW), sel)])
             self._branch_desc = [torch.tensor(ix, dtype=torch.int64) for ix in sel]
+            self.branch_echem = bool(branch_echem)
             # which head gives each auxiliary amount: 0 the fused state, 1 cluster, 2 metal
             owner = [1 if a.startswith("cluster") else 2 if a.startswith(("metal", "ce_"))
                      else 0 for a in aux]
@@ -312,7 +326,10 @@ class LisentryNet(nn.Module):
         zb = []
         if self.branches is not None:
             for br, ix in zip(self.branches, self._branch_desc):
-                zb.append(br.embed(chans, None if desc is None else desc[:, ix.to(x.device)]))
+                extra = [] if desc is None else [desc[:, ix.to(x.device)]]
+                if self.branch_echem:
+                    extra.append(z)
+                zb.append(br.embed(chans, torch.cat(extra, -1) if extra else None))
         return self.fuse(torch.cat(parts, dim=-1)), zb
 
     def _split_state(self, h: torch.Tensor):

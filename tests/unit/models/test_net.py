@@ -41,11 +41,12 @@ def test_default_size_and_shapes():
 
 @pytest.mark.parametrize("num_layers,descriptors,cnn,heads", [
     (1, False, True, "softmax"), (2, False, True, "softmax"), (1, True, True, "softmax"),
-    (1, True, False, "softmax"), (1, False, True, "factored"), (2, True, True, "factored")])
+    (1, True, False, "softmax"), (1, False, True, "factored"), (2, True, True, "factored"),
+    (1, True, True, "factored+echem")])
 def test_streaming_equals_batch(num_layers, descriptors, cnn, heads):
     # ppm_step 5 puts the descriptor windows (10-285 ppm) on the small 96-point grid
     net = small_net(num_layers=num_layers, descriptors=descriptors, ppm_step=5.0, cnn=cnn,
-                    heads=heads)
+                    heads=heads.split("+")[0], branch_echem=heads.endswith("+echem"))
     x, e = data()
     lengths = torch.tensor([12, 7, 10])
     with torch.no_grad():
@@ -306,3 +307,19 @@ def test_factored_heads_refuse_other_classes_or_a_grid_without_the_windows():
         LisentryNet(n_ppm=P, hidden=8, ppm_min=300.0, ppm_step=0.5, heads="factored")
     with pytest.raises(ConfigError, match="'heads'"):
         LisentryNet(n_ppm=P, hidden=8, heads="hierarchical")
+
+
+def test_factored_branches_with_echem_see_their_window_and_the_echem():
+    net = small_net(seed=3, ppm_step=5.0, heads="factored", branch_echem=True)
+    x, e = data()
+    x = torch.nan_to_num(x, nan=0.0)
+    keep = torch.from_numpy(((PPM >= 8) & (PPM <= 160)) | ((PPM >= 200) & (PPM <= 300)))
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        c0, p0, _ = _conditions(net(x, e)["logits"])
+        c1, p1, _ = _conditions(net(torch.where(keep, x, x + torch.randn(x.shape, generator=g)),
+                                    e)["logits"])
+        c2, p2, _ = _conditions(net(x, e * 3 + 1)["logits"])
+    torch.testing.assert_close(c1, c0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=0)
+    assert (c2 - c0).abs().max() > 1e-4 and (p2 - p0).abs().max() > 1e-4
