@@ -26,6 +26,17 @@ detector can, with the evaluation's own metrics (``training/metrics.py``):
   midpoint is past the metal nucleation (what a detector would have to do to flag within 10 min
   of nucleation, when the metal takes ~14 min to reach the detection limit).
 
+With ``--model BUNDLE`` the bundle's own smoothed labels (exactly what ``lisentry evaluate``
+scores) are decomposed against the truth, which says where its macro-F1 goes:
+
+* ``model``: the labels as they are;
+* ``model_short_only``: the truth everywhere, except that ``imminent_short`` is where the model
+  says it is (and the truth's ``imminent_short`` frames the model does not flag get the truth of
+  the other classes): the cost of the model's short timing alone;
+* ``model_short_exact``: the model's labels with the truth's ``imminent_short`` frames put
+  back exactly (and the model's own short calls outside them replaced by the truth): the cost of
+  everything but the short.
+
 Each oracle's labels are scored like a detector's (per-run macro-F1 averaged over runs; plating
 delay from nucleation with the 2-frame persistence). If an oracle that knows more than any
 detector stays below a target, no causal detector reaches that target on these runs.
@@ -181,12 +192,60 @@ def summary(per_run):
             "by_family": {f: a["macro_f1_mean"] for f, a in by.items() if f != "all"}}
 
 
+def truth_without_short(it):
+    """The truth's class of every frame had the cell not been about to short (cluster and
+    plating rules of the truth, at the replayed frame midpoints)."""
+    lab = label_frames(it["t_mid"], it["traj"], horizon_s=0.0)
+    # horizon 0: imminent_short only from the short itself; before it the other classes
+    return np.array([str(x) for x in lab], dtype=object)
+
+
+def decompose(items, dataset: Path, model_dir: Path, horizon_s: float) -> dict:
+    """Scores of the model's labels, and of its labels mixed with the truth (see the module
+    docstring)."""
+    from lisentry.detector.hysteresis import AlarmPolicy
+    from lisentry.models.bundle import load_bundle
+    from lisentry.training.data import load_runs
+    from lisentry.training.evaluate import predict_runs
+    ds = Dataset(dataset)
+    bundle = load_bundle(str(model_dir), expect_grid=ds.ppm_grid,
+                         expect_processing=ds.manifest.get("processing"))
+    det = bundle.card.get("detector", {})
+    policy = AlarmPolicy(enter=det.get("enter", 0.6), exit=det.get("exit", 0.4),
+                         min_consecutive=det.get("min_consecutive", 2))
+    runs = load_runs(ds, [it["run_id"] for it in items])
+    preds = predict_runs(bundle.model, runs, temperature=float(bundle.card.get("temperature", 1.0)),
+                         policy=policy)
+    by_id = {p.run_id: p.labels.astype(object) for p in preds}
+    for it in items:
+        it["model"] = by_id[it["run_id"]]
+        if len(it["model"]) != len(it["truth"]):
+            raise ValueError(f"{it['run_id']}: {len(it['model'])} predicted frames, "
+                             f"{len(it['truth'])} stored")
+
+    def short_only(it):
+        truth = np.array(it["truth"], dtype=object)
+        base = np.where(truth == SHORT, truth_without_short(it), truth)
+        return np.where(it["model"] == SHORT, SHORT, base)
+
+    def short_exact(it):
+        truth = np.array(it["truth"], dtype=object)
+        m = it["model"]
+        out = np.where(m == SHORT, truth_without_short(it), m)
+        return np.where(truth == SHORT, SHORT, out)
+
+    return {"model": summary(score(items, horizon_s, lambda it: it["model"])),
+            "model_short_only": summary(score(items, horizon_s, short_only)),
+            "model_short_exact": summary(score(items, horizon_s, short_exact))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--split-from", type=Path, help="bundle whose card lists the split's runs")
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", type=Path, help="JSON file for the numbers")
+    ap.add_argument("--model", type=Path, help="bundle whose labels are decomposed against the truth")
     a = ap.parse_args(argv)
     import pandas as pd
     ds = Dataset(a.dataset)
@@ -251,6 +310,9 @@ def main(argv=None) -> int:
                         res["oracles"][kind] = {**m, "window_s": w, "scale": s, "quadratic": quad}
     res["oracles"]["plating_from_nucleation"] = summary(score(items, H, lambda it: oracle_labels(
         it["traj"], it["t_mid"], it["horizon_s"], kind="plating_from_nucleation")))
+    if a.model:
+        for name, m in decompose(items, a.dataset, a.model, H).items():
+            res["oracles"][name] = m
 
     fams = sorted(res["oracles"]["truth_itself"]["by_family"])
     names = list(res["oracles"])
