@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench data-smoke data-train data-heldout data-default train-default \
-        evaluate-default compare real-run ood clean
+        evaluate-default heldout-factors compare real-run ood clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -44,6 +44,14 @@ train-default: data/train
 evaluate-default: data/train data/heldout
 	$(BIN)/lisentry evaluate models/default data/train --split test --out docs/results/eval-test.json
 	$(BIN)/lisentry evaluate models/default data/heldout --out docs/results/eval-heldout.json
+
+# What the held-out field and SNR cost, apart from the draw of runs: the held-out runs (same seed)
+# rebuilt at the training field/SNR (control), with only the field or only the SNR outside it.
+data/heldout-%: | $(STAMP)
+	$(BIN)/lisentry datasets build configs/dataset-heldout-$*.yaml --out $@
+heldout-factors: data/heldout-control data/heldout-field data/heldout-snr
+	for k in control field snr; do \
+	    $(BIN)/lisentry evaluate models/default data/heldout-$$k --out docs/results/eval-heldout-$$k.json; done
 
 compare: data/train
 	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --out docs/results/compare.json
