@@ -629,7 +629,15 @@ class _TableParser:
                if k is not None]
         recent = self._recent
         if not recent:
-            return len(fields) >= sum(1 for n in lay.names if n)
+            if len(fields) < sum(1 for n in lay.names if n):
+                return False
+            # No earlier row to compare with (the first data row): a cut can only be in the
+            # line's last field, so it must keep the exponent format of the row's other fields
+            # (EC-Lab writes every number as %.nE with a three-digit exponent).
+            sigs = {_field_sig(f) for f in fields[:-1] if f.strip() and _field_sig(f)[0] == "e"}
+            if len(sigs) == 1 and _field_sig(fields[-1]) not in sigs:
+                return False
+            return True
         if len(fields) != len(recent[-1]) or len(fields) <= max(idx):
             return False
         for k in idx:

@@ -151,3 +151,23 @@ def test_any_mix_of_damage_only_raises_format_error(log, data):
         # junk spliced into a row can only make it unreadable, or change an unused column,
         # or (mid-number) change the number itself; rows never appear from nowhere
         assert len(got) <= len(ref) + 5
+
+
+def test_first_row_cut_in_its_exponent_is_dropped(tmp_path):
+    # regression (found by hypothesis): with no earlier row to compare formats with, a first
+    # data row cut inside its last number ("...E+0" of "...E+000") must not be kept
+    p = write_mpt(tmp_path / "run.mpt", [1.0, 2.0], [0.1, 0.2], [1e-4, 1e-4], start_local=START, tz="UTC")
+    raw = p.read_bytes()
+    lines = raw.decode("cp1252").split("\r\n")
+    nh = _header_len(lines)
+    first = "\r\n".join(lines[:nh + 1])
+    for drop in (2, 4):  # "E+0" and "0000000000000E" left of the last field
+        p.write_bytes((first[:-drop]).encode("cp1252"))
+        try:
+            got = read_echem(p, tz="UTC")
+        except EchemFormatError:
+            continue
+        assert len(got.t_utc_s) == 0
+    p.write_bytes(first.encode("cp1252"))  # the whole first row, unterminated: kept
+    got = read_echem(p, tz="UTC")
+    assert got.potential_V.tolist() == [0.1]
