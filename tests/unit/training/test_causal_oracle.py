@@ -69,3 +69,21 @@ def test_compose_follows_the_class_precedence():
     s = np.array([False, False, True, False])
     assert co.compose(c, p, s).tolist() == ["cluster_growth", "plating_onset", "imminent_short",
                                             "normal_lithiation"]
+
+
+def test_noisy_latent_labels_without_noise_follow_the_rules():
+    grid = np.arange(0.0, 36000.0, 60.0)
+    # cluster: 0 until 2 h, rises 1 %/h until 6 h, flat after; metal appears at 8 h (+1 %/h)
+    cluster = np.clip((grid - 7200.0) / 3600.0, 0.0, 4.0) * 0.01
+    metal = 0.2 + np.clip((grid - 28800.0) / 3600.0, 0.0, None) * 0.01
+    traj = SimpleNamespace(t_s=grid, cluster_amount=cluster, metal_amount=metal, t_short_s=None)
+    t_mid = np.arange(300.0, 36000.0, 600.0)
+    lab = co.noisy_latent_labels(traj, t_mid, 3600.0, 0.0, np.random.default_rng(0), 1)
+    cl = np.interp(t_mid, grid, cluster)
+    rising = (t_mid - 600.0 > 7200.0) & (t_mid <= 21600.0 + 600.0) & (cl > 0.005)
+    extra = np.interp(t_mid, grid, metal) - 0.2
+    expect = np.where(extra > 0.005, "plating_onset", np.where(rising, "cluster_growth", "normal_lithiation"))
+    assert lab.tolist() == expect.tolist()
+    # noise of 5 % of the signal (10x the detection limit) cannot reproduce them
+    noisy = co.noisy_latent_labels(traj, t_mid, 3600.0, 0.05, np.random.default_rng(0), 1)
+    assert noisy.tolist() != expect.tolist()
