@@ -76,6 +76,28 @@ def format_comparison(rows: list[tuple[str, str, dict, float | None]]) -> str:
     return "\n".join("  ".join(c.ljust(k) for c, k in zip(r, w)) for r in out)
 
 
+def _per_run(res: dict) -> dict[str, float]:
+    """``{run_id: macro-F1}`` of an evaluation (for paired comparisons)."""
+    return {p["run_id"]: p["macro_f1"] for p in res["per_run"] if p.get("macro_f1") is not None}
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], *, n_boot: int = 10000,
+                      seed: int = 0) -> dict:
+    """Mean per-run macro-F1 difference ``a - b`` over the runs both scored, with a paired
+    bootstrap 95 % interval (runs resampled with replacement; the runs, not the frames, are the
+    independent units)."""
+    ids = sorted(set(a) & set(b))
+    d = np.array([a[i] - b[i] for i in ids], dtype=float)
+    if not d.size:
+        return {"n_runs": 0, "mean": float("nan"), "ci95": [float("nan")] * 2, "n_better": 0,
+                "n_worse": 0}
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"n_runs": int(d.size), "mean": float(d.mean()), "ci95": [float(lo), float(hi)],
+            "n_better": int((d > 1e-9).sum()), "n_worse": int((d < -1e-9).sum())}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path, help="dataset folder (lisentry datasets build)")
@@ -150,7 +172,7 @@ def main(argv=None) -> int:
             ms = (time.perf_counter() - t0) / max(n_frames, 1) * 1e3
             res = evaluate_predictions(runs, preds, horizon)
             entry["eval"][sset] = {"overall": res["overall"], "by_family": res["by_family"],
-                                   "predict_ms_per_frame": ms}
+                                   "predict_ms_per_frame": ms, "per_run_macro_f1": _per_run(res)}
             rows.append((sset, LABELS[name], summary_row(res["overall"]), fit_s))
             _log(f"\n{LABELS[name]} on {sset}:\n{format_table(res)}")
         results["methods"][name] = entry
@@ -173,7 +195,8 @@ def main(argv=None) -> int:
             preds = predict_runs(bundle.model, runs, temperature=bundle.temperature,
                                  policy=mpolicy)
             res = evaluate_predictions(runs, preds, horizon)
-            entry["eval"][sset] = {"overall": res["overall"], "by_family": res["by_family"]}
+            entry["eval"][sset] = {"overall": res["overall"], "by_family": res["by_family"],
+                                   "per_run_macro_f1": _per_run(res)}
             rows.append((sset, f"model {Path(str(a.model)).name}", summary_row(res["overall"]),
                          None))
             _log(f"\nmodel on {sset}:\n{format_table(res)}")
@@ -181,6 +204,16 @@ def main(argv=None) -> int:
 
     rows.sort(key=lambda r: list(eval_sets).index(r[0]))
     print(format_comparison(rows))
+    if a.model:
+        results["paired"] = {}
+        for sset in eval_sets:
+            model_runs = results["methods"]["model"]["eval"][sset]["per_run_macro_f1"]
+            for name in names:
+                d = paired_difference(model_runs, results["methods"][name]["eval"][sset]["per_run_macro_f1"])
+                results["paired"][f"{sset}:model-{name}"] = d
+                print(f"{sset}: model - {LABELS[name]}: {d['mean']:+.3f} macro-F1 over {d['n_runs']} "
+                      f"runs (paired bootstrap 95 % interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}; "
+                      f"better on {d['n_better']}, worse on {d['n_worse']})")
     results["table"] = [{"set": s, "method": m, **row, "fit_s": f} for s, m, row, f in rows]
     if a.out:
         _log(f"results written to {save_json(results, a.out)}")
