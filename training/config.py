@@ -24,7 +24,10 @@ Augmentation (``train.augment``): ``intensity_jitter`` (log-normal sigma of a ru
 intensity factor), ``shift_ppm`` (uniform reference shift), ``drop_echem`` (probability of
 dropping a run's echem features), ``mix_prob`` / ``mix_scale`` (probability of mixing another
 family's normal frames into a run's spectra, and the donor's relative scale; see
-:func:`lisentry.training.data.augment_run`; 0.5 did not help left-out families, so 0).
+:func:`lisentry.training.data.augment_run`; 0.5 did not help left-out families, so 0),
+``noise_prob`` / ``noise_max_factor`` (probability of adding white noise to a run's spectra so
+that its noise level, estimated where no 7Li line is, grows by a log-uniform factor in
+``[1, noise_max_factor]``: lower-SNR acquisitions than the training data holds).
 
 Physics descriptors: ``model.descriptors: true`` adds :mod:`lisentry.models.descriptors` to
 the model input (``model.cnn: false`` keeps only them; ``model.cnn_dropout`` drops a whole
@@ -70,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
               "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
-                          "mix_prob": 0.0, "mix_scale": [0.3, 1.0]}},
+                          "mix_prob": 0.0, "mix_scale": [0.3, 1.0],
+                          "noise_prob": 0.0, "noise_max_factor": 10.0}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
     # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
     "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0,
@@ -187,6 +191,12 @@ def _validate(d: dict) -> None:
         ("train.weight_average_from", t["weight_average_from"],
          isinstance(t["weight_average_from"], (int, float)) and 0 <= t["weight_average_from"] <= 1,
          "in [0, 1] (0 = off)"),
+        ("train.augment.noise_prob", t["augment"]["noise_prob"],
+         isinstance(t["augment"]["noise_prob"], (int, float)) and 0 <= t["augment"]["noise_prob"] <= 1,
+         "in [0, 1] (0 = off)"),
+        ("train.augment.noise_max_factor", t["augment"]["noise_max_factor"],
+         isinstance(t["augment"]["noise_max_factor"], (int, float)) and t["augment"]["noise_max_factor"] >= 1,
+         ">= 1"),
         ("detector.horizon_s", d["detector"]["horizon_s"],
          isinstance(d["detector"]["horizon_s"], (int, float)) and d["detector"]["horizon_s"] > 0, "> 0"),
         ("detector.tune_policy", d["detector"]["tune_policy"],

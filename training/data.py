@@ -68,10 +68,36 @@ def load_runs(ds: Dataset, run_ids) -> list[RunTensors]:
     return [run_tensors(ds.run(r)) for r in run_ids]
 
 
+#: ppm range with no 7Li line in any of the chemistries here (the metal ends near 280 ppm):
+#: where a spectrum's noise is measured.
+NOISE_WINDOW_PPM = (330.0, 400.0)
+
+
+def noise_window_mask(ppm_grid) -> np.ndarray | None:
+    """Grid points inside :data:`NOISE_WINDOW_PPM` (``None`` if fewer than 16 fall in it)."""
+    g = np.asarray(ppm_grid, dtype=float)
+    m = (g >= NOISE_WINDOW_PPM[0]) & (g <= NOISE_WINDOW_PPM[1])
+    return m if m.sum() >= 16 else None
+
+
+def spectral_noise(spectra: np.ndarray, window: np.ndarray) -> float:
+    """A run's spectral noise (median over frames): the standard deviation of first differences
+    over the line-free ``window`` divided by sqrt(2), which ignores a slow baseline."""
+    d = np.diff(np.asarray(spectra, dtype=np.float64)[:, window], axis=1)
+    with np.errstate(invalid="ignore"):
+        per_frame = np.nanstd(d, axis=1) / np.sqrt(2.0)
+    per_frame = per_frame[np.isfinite(per_frame)]
+    return float(np.median(per_frame)) if per_frame.size else 0.0
+
+
 def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float,
-                donors: list[RunTensors] | None = None) -> RunTensors:
-    """Run-level augmentation: intensity scale, small reference shift, dropped potential log and
-    (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra.
+                donors: list[RunTensors] | None = None,
+                noise_window: np.ndarray | None = None) -> RunTensors:
+    """Run-level augmentation: intensity scale, small reference shift, dropped potential log,
+    (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
+    (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
+    that multiplies the run's spectral noise by a log-uniform factor in
+    ``[1, noise_max_factor]``, as a lower-SNR acquisition would.
 
     Why the mix: each scenario family has its own host signature (graphite, hard carbon, a Li
     electrode only) and its own outcomes, so a model can learn "this host at this stage means
@@ -91,6 +117,13 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
             a = np.float32(rng.uniform(float(lo), float(hi)))
             spectra = (spectra + a * np.nan_to_num(donor, nan=0.0)) / (1 + a)
             aux = np.full_like(rt.aux, np.nan)
+    noise_p = float(cfg.get("noise_prob", 0.0))
+    if noise_p and noise_window is not None and rng.random() < noise_p:
+        sigma = spectral_noise(spectra, noise_window)
+        factor = float(np.exp(rng.uniform(0.0, np.log(float(cfg.get("noise_max_factor", 10.0))))))
+        if sigma > 0 and factor > 1:
+            add = sigma * np.sqrt(factor**2 - 1.0)
+            spectra = (spectra + rng.normal(0.0, add, spectra.shape)).astype(np.float32)
     jitter = float(cfg.get("intensity_jitter", 0.0))
     if jitter:
         spectra = spectra * np.float32(np.exp(rng.normal(0, jitter)))

@@ -26,7 +26,8 @@ from lisentry.models.calibration import (energy_score, expected_calibration_erro
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
 from lisentry.models.registry import MODELS
 from lisentry.training.config import TrainConfig
-from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs)
+from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
+                                     noise_window_mask)
 from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
 from lisentry.training.tracking import Tracker
 
@@ -99,6 +100,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     train_runs = load_runs(ds, split["train"])
     val_runs = load_runs(ds, split["val"])
     step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
+    noise_window = noise_window_mask(ds.ppm_grid)
 
     if cfg["init_from"]:
         bundle = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid)
@@ -129,7 +131,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         model.train()
         losses = []
         for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
-            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm, train_runs)
+            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm, train_runs,
+                                 noise_window)
                      for k in idx]
             batch = collate(chunk, device)
             loss = _loss(model, batch, weights, tc["aux_weight"], tc.get("run_balance", 0.0))

@@ -41,7 +41,8 @@ def test_train_track_register_evaluate(smoke):
     lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
              "--set", f"out={smoke / 'model'}", "--set", "mlflow.enabled=true",
              "--set", "mlflow.register_as=smoke-model", "--set", "detector.tune_policy=true",
-             "--set", "train.weight_average_from=0.5", cwd=smoke, env=env)
+             "--set", "train.weight_average_from=0.5", "--set", "train.augment.noise_prob=0.5",
+             cwd=smoke, env=env)
     card = json.loads((smoke / "model" / "card.json").read_text())
     # the weight average was scored on validation and the better of it and the best epoch kept
     m = card["metrics"]
@@ -77,6 +78,10 @@ def test_config_errors_are_one_line(smoke):
     bad.write_text("dataset: x\ntrain: {weight_average_from: 2}\n")
     res = lisentry("train", bad, cwd=smoke, check=False)
     assert res.returncode == 2 and "weight_average_from" in res.stderr and "[0, 1]" in res.stderr
+    assert "Traceback" not in res.stderr
+    bad.write_text("dataset: x\ntrain: {augment: {noise_max_factor: 0.5}}\n")
+    res = lisentry("train", bad, cwd=smoke, check=False)
+    assert res.returncode == 2 and "noise_max_factor" in res.stderr and ">= 1" in res.stderr
     assert "Traceback" not in res.stderr
 
 

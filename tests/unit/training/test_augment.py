@@ -1,10 +1,12 @@
-"""Tests of lisentry.training.data.augment_run: the normal-donor mix keeps what is abnormal."""
+"""Tests of lisentry.training.data.augment_run: the normal-donor mix keeps what is abnormal; the
+noise augmentation lowers the SNR by the drawn factor."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lisentry.training.data import (RunTensors, augment_run, longest_normal_stretch,
-                                    normal_donor_spectra)
+                                    noise_window_mask, normal_donor_spectra, spectral_noise)
 
 P = 40
 
@@ -55,3 +57,53 @@ def test_mix_keeps_labels_and_coverage_and_drops_latents():
     same = augment_run(target, rng, {"mix_prob": 0.0}, 0.5, donors)
     np.testing.assert_array_equal(same.spectra, target.spectra)
     assert augment_run(target, rng, cfg, 0.5, None).spectra is target.spectra
+
+
+def _noisy_run(sigma: float, T: int = 30, P_: int = 1001, seed: int = 0) -> tuple[RunTensors, np.ndarray]:
+    """A run on the -100..400 ppm grid: one broad line, a slow baseline and white noise."""
+    grid = np.linspace(-100.0, 400.0, P_)
+    r = np.random.default_rng(seed)
+    line = 0.1 * np.exp(-0.5 * ((grid - 10.0) / 5.0) ** 2)
+    base = 1e-3 * (grid / 400.0) ** 2
+    spectra = (line + base + r.normal(0, sigma, (T, P_))).astype(np.float32)
+    spectra[:, :4] = np.nan
+    rt = RunTensors("a-0", "a", np.arange(T) * 600.0, spectra, np.zeros((T, 2), np.float32),
+                    np.ones((T, 2), np.float32), np.zeros(T, np.int64),
+                    np.full((T, 4), 0.5, np.float32), None, None)
+    return rt, grid
+
+
+def test_spectral_noise_reads_white_noise_and_ignores_the_baseline():
+    rt, grid = _noisy_run(2e-4)
+    w = noise_window_mask(grid)
+    assert w is not None and w.sum() == 141
+    assert spectral_noise(rt.spectra, w) == pytest.approx(2e-4, rel=0.05)
+    assert noise_window_mask(np.linspace(-100, 300, 801)) is None  # no line-free window
+
+
+def test_noise_augmentation_raises_the_noise_by_the_drawn_factor():
+    rt, grid = _noisy_run(2e-4)
+    w = noise_window_mask(grid)
+    cfg = {"noise_prob": 1.0, "noise_max_factor": 10.0, "intensity_jitter": 0.0, "shift_ppm": 0.0}
+    factors = []
+    for seed in range(40):
+        out = augment_run(rt, np.random.default_rng(seed), cfg, 0.5, None, w)
+        assert np.isnan(out.spectra[:, :4]).all()  # uncovered points stay uncovered
+        factors.append(spectral_noise(out.spectra, w) / 2e-4)
+    factors = np.array(factors)
+    assert factors.min() >= 0.95 and factors.max() <= 10.5
+    assert factors.max() > 4 and np.median(factors) > 1.5  # log-uniform over [1, 10]
+    # the line is unchanged beyond the noise
+    out = augment_run(rt, np.random.default_rng(1), cfg, 0.5, None, w)
+    assert abs(float(np.nanmax(out.spectra.mean(axis=0))) - 0.1) < 0.01
+
+
+def test_noise_augmentation_off_leaves_spectra_and_random_stream_alone():
+    rt, grid = _noisy_run(2e-4)
+    w = noise_window_mask(grid)
+    cfg = {"noise_prob": 0.0, "intensity_jitter": 0.0, "shift_ppm": 0.0}
+    r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+    out = augment_run(rt, r1, cfg, 0.5, None, w)
+    np.testing.assert_array_equal(out.spectra, rt.spectra)
+    augment_run(rt, r2, cfg, 0.5, None)  # as before the option existed
+    assert r1.random() == r2.random()  # so the default training draws what it always drew
