@@ -64,7 +64,7 @@ import numpy as np
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.sim.run import _acq_config
 from lisentry.datasets.sim.scenarios import get_family, sample_params
-from lisentry.datasets.sim.truth import DEFAULT_DETECTION_LIMIT, _rate_per_h, label_frames
+from lisentry.datasets.sim.truth import DEFAULT_DETECTION_LIMIT, label_frames
 from lisentry.datasets.store import Dataset
 from lisentry.training.metrics import aggregate, aggregate_by, run_metrics
 
@@ -143,13 +143,11 @@ def oracle_labels(traj, t_mid, horizon_s, *, kind, window_s=600.0, scale=1.0, ex
     cl_max = float(np.max(cl_grid)) if cl_grid.size else 0.0
     cl = np.interp(t_mid, grid, cl_grid)
     limit = DEFAULT_DETECTION_LIMIT
-    extra = np.interp(t_mid, grid, traj.metal_amount) - float(traj.metal_amount[0])
-    plating = extra > limit
-    short = np.zeros(t_mid.shape, bool)
-    if traj.t_short_s is not None:
-        short = t_mid >= traj.t_short_s - horizon_s
-    centred = np.interp(t_mid, grid, _rate_per_h(grid, cl_grid, 600.0))
-    cluster_exact = (cl_max > 0) & (centred > 0.02 * cl_max) & (cl > limit)
+    # the truth's own rules (datasets/sim/truth.py), without the pre-short window: frames it
+    # calls imminent_short are at or after the short, where every oracle says short as well
+    exact = label_frames(t_mid, traj, horizon_s=0.0)
+    plating, cluster_exact = exact == PLATING, exact == CLUSTER
+    short = label_frames(t_mid, traj, horizon_s=horizon_s) == SHORT
     if kind == "causal_slope":
         rate = backward_rate_per_h(grid, cl_grid, t_mid, window_s)
         if extrapolate:
