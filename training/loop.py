@@ -101,6 +101,11 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     val_runs = load_runs(ds, split["val"])
     step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
     noise_window = noise_window_mask(ds.ppm_grid)
+    if tc.get("augment", {}).get("noise_prob", 0.0) and noise_window is None:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(
+            f"train.augment.noise_prob needs a line-free window of the ppm grid to measure the noise "
+            f"(330-400 ppm); the grid of {cfg['dataset']} spans {ds.ppm_grid[0]:g}-{ds.ppm_grid[-1]:g} ppm")
 
     if cfg["init_from"]:
         bundle = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid)
