@@ -13,7 +13,12 @@ model; ``--fixed-policy`` keeps the default policy). ``--model BUNDLE`` adds a l
 Usage::
 
     python benchmarks/compare_models.py data/train [--leave-out li_llzo_li] \\
-        [--model models/default] [--out compare.json] [--only rules,features_hgb]
+        [--model models/default] [--out compare.json] [--only rules,features_hgb] \\
+        [--also heldout=data/heldout]
+
+``--also NAME=DIR`` scores every method, unchanged (trained on ``data/train``'s training split,
+policy from its validation runs), on all runs of another dataset as well, e.g. the held-out runs
+at a field and SNR outside the training range; the paired differences are given for it too.
 
 Prints one table (rows: evaluation set x method; columns: macro-F1, accuracy, median plating
 delay, median short lead, false alarms per 100 h, fit time) on stdout; progress on stderr;
@@ -110,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON with all results")
     ap.add_argument("--only", default=",".join(BASELINES),
                     help=f"comma-separated baselines (default all: {','.join(BASELINES)})")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
+                    help="also evaluate on all runs of dataset DIR, reported as NAME (repeatable)")
     ap.add_argument("--seed", type=int, default=DEFAULTS["split"]["seed"])
     ap.add_argument("--val-frac", type=float, default=DEFAULTS["split"]["val_frac"])
     ap.add_argument("--test-frac", type=float, default=DEFAULTS["split"]["test_frac"])
@@ -129,6 +136,14 @@ def main(argv=None) -> int:
     train = load_runs(ds, split["train"])
     val = load_runs(ds, split["val"]) if not a.fixed_policy else []
     eval_sets = {k: load_runs(ds, split[k]) for k in ("test", "leave_out") if split[k]}
+    for spec in a.also:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder or name in ("test", "leave_out"):
+            ap.error(f"--also expects NAME=DIR with a new NAME, got {spec!r}")
+        other = Dataset(Path(folder))
+        if not np.array_equal(np.asarray(other.ppm_grid), np.asarray(ds.ppm_grid)):
+            ap.error(f"--also {spec}: {folder} has another ppm grid than {a.dataset}")
+        eval_sets[name] = load_runs(other, other.run_ids)
     if not train or not eval_sets:
         _log(f"error: {a.dataset}: need training and test runs; got {len(train)} train, "
              f"{len(split['test'])} test, {len(split['leave_out'])} left out")

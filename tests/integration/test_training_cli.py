@@ -93,3 +93,24 @@ def test_tune_resumes_from_journal(smoke):
     out = lisentry(*args, cwd=smoke).stdout
     assert "n_trials: 2" in out, out
     assert (smoke / "tuned.tuning" / "study.journal").exists()
+
+
+def test_compare_models_also_scores_another_dataset(smoke):
+    """``benchmarks/compare_models.py --also NAME=DIR``: the methods trained on one dataset's
+    training split are scored on every run of another dataset too."""
+    out = smoke / "compare.json"
+    script = REPO / "benchmarks" / "compare_models.py"
+    proc = subprocess.run([sys.executable, script, smoke / "smoke", "--only", "rules",
+                           "--also", f"again={smoke / 'smoke'}", "--out", out],
+                          cwd=smoke, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    ev = res["methods"]["rules"]["eval"]
+    assert set(ev) == {"test", "again"}
+    assert ev["again"]["overall"]["n_runs"] == 20 and len(ev["again"]["per_run_macro_f1"]) >= 1
+    # the test runs are part of the dataset scored again, with the same fitted rules and policy
+    for rid, f1 in ev["test"]["per_run_macro_f1"].items():
+        assert ev["again"]["per_run_macro_f1"][rid] == f1
+    bad = subprocess.run([sys.executable, script, smoke / "smoke", "--only", "rules",
+                          "--also", str(smoke / "smoke")], cwd=smoke, capture_output=True, text=True)
+    assert bad.returncode == 2 and "NAME=DIR" in bad.stderr and "Traceback" not in bad.stderr
