@@ -53,8 +53,8 @@ heldout-factors: data/heldout-control data/heldout-field data/heldout-snr
 	for k in control field snr; do \
 	    $(BIN)/lisentry evaluate models/default data/heldout-$$k --out docs/results/eval-heldout-$$k.json; done
 
-compare: data/train
-	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --out docs/results/compare.json
+compare: data/train data/heldout
+	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --also heldout=data/heldout --out docs/results/compare.json
 
 # The default model on the one real run beside the project (its start is in the .mpr files).
 REAL ?= ../shared/real/li_li_tegdme_operando

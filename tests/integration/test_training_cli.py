@@ -114,3 +114,38 @@ def test_compare_models_also_scores_another_dataset(smoke):
     bad = subprocess.run([sys.executable, script, smoke / "smoke", "--only", "rules",
                           "--also", str(smoke / "smoke")], cwd=smoke, capture_output=True, text=True)
     assert bad.returncode == 2 and "NAME=DIR" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_seed_study_pairs_bundles_against_a_baseline(smoke):
+    """``benchmarks/seed_study.py``: a bundle scored on its test split and on another dataset,
+    paired run by run against a baseline from ``compare_models.py``; identical bundles agree."""
+    if not (smoke / "model" / "card.json").exists():
+        pytest.skip("needs the bundle trained by test_train_track_register_evaluate")
+    import shutil
+    shutil.copytree(smoke / "model", smoke / "copy-seed1", dirs_exist_ok=True)
+    cmp_out = smoke / "compare-base.json"
+    subprocess.run([sys.executable, REPO / "benchmarks" / "compare_models.py", smoke / "smoke",
+                    "--only", "rules", "--also", f"again={smoke / 'smoke'}", "--out", cmp_out],
+                   cwd=smoke, capture_output=True, text=True, check=True)
+    out = smoke / "seeds.json"
+    proc = subprocess.run([sys.executable, REPO / "benchmarks" / "seed_study.py",
+                           smoke / "model", smoke / "copy-seed1", "--dataset", smoke / "smoke",
+                           "--also", f"again={smoke / 'smoke'}", "--baseline", f"{cmp_out}:rules",
+                           "--out", out], cwd=smoke, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    a, b = res["bundles"]
+    assert a["eval"]["again"]["overall"]["n_runs"] == 20
+    assert a["eval"]["test"]["per_run_macro_f1"] == b["eval"]["test"]["per_run_macro_f1"]
+    base = json.loads(cmp_out.read_text())["methods"]["rules"]["eval"]["again"]["per_run_macro_f1"]
+    mine = a["eval"]["again"]["per_run_macro_f1"]
+    common = sorted(set(mine) & set(base))
+    assert a["paired"]["again"]["n_runs"] == len(common) > 0
+    assert a["paired"]["again"]["mean"] == pytest.approx(
+        sum(mine[r] - base[r] for r in common) / len(common))
+    # "model" and "copy-seed1" are different configs; two seeds of one config form one group
+    assert set(res["groups"]) == {"model", "copy"}
+    bad = subprocess.run([sys.executable, REPO / "benchmarks" / "seed_study.py", smoke / "model",
+                          "--dataset", smoke / "smoke", "--baseline", f"{cmp_out}:nope"],
+                         cwd=smoke, capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
