@@ -269,7 +269,9 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     tmp_w = d / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"format": "pt", "model": name})
+    # One metadata key only: safetensors writes its metadata map in a random order, so with two
+    # keys the same weights gave different files and weights_sha256 values from run to run.
+    save_file(tensors, str(tmp_w), metadata={"format": "pt"})
     os.replace(tmp_w, d / WEIGHTS)
 
     card = {

@@ -203,3 +203,16 @@ def test_factored_model_round_trip_streams_like_the_saved_one(tmp_path):
             o, st = b.model.step(x[:, t], e[:, t], st)
             got.append(o["logits"])
     torch.testing.assert_close(torch.stack(got, 1), want, atol=1e-5, rtol=0)
+
+
+def test_same_weights_give_the_same_weights_file_and_hash(tmp_path):
+    """Identical weights must give identical bytes (and ``weights_sha256``): the hash is how a
+    retrained default is checked against the shipped one."""
+    net = tiny()
+    extra = {"ppm_grid": GRID, "processing": PROC}
+    hashes, blobs = set(), set()
+    for k in range(8):
+        d = save_bundle(tmp_path / f"m{k}", net, dict(extra))
+        hashes.add(json.loads((d / "card.json").read_text())["weights_sha256"])
+        blobs.add((d / "weights.safetensors").read_bytes())
+    assert len(hashes) == 1 and len(blobs) == 1
