@@ -149,3 +149,21 @@ def test_seed_study_pairs_bundles_against_a_baseline(smoke):
                           "--dataset", smoke / "smoke", "--baseline", f"{cmp_out}:nope"],
                          cwd=smoke, capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_hybrid_features_experiment_widens_the_echem_input(smoke):
+    """``benchmarks/hybrid_features.py``: the HGB's hand-made features enter the model as extra
+    echem inputs; it trains, and scores the test runs and an ``--also`` set."""
+    from lisentry.models.features import N_ECHEM
+    from lisentry.training.baselines import FEATURE_NAMES
+    out = smoke / "hybrid"
+    proc = subprocess.run([sys.executable, REPO / "benchmarks" / "hybrid_features.py",
+                           REPO / "configs" / "train-smoke.yaml", "--out", out,
+                           "--set", f"dataset={smoke / 'smoke'}", "--also", f"again={smoke / 'smoke'}"],
+                          cwd=smoke, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["model"]["kwargs"]["n_echem"] == N_ECHEM + len(FEATURE_NAMES)
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["eval"]) == {"test", "again"} and res["eval"]["again"]["overall"]["n_runs"] == 20
+    assert len(res["feature_scale"]) == len(FEATURE_NAMES) and min(res["feature_scale"]) > 0
