@@ -19,6 +19,13 @@ real run, see :mod:`lisentry.datasets.processing.fourier`):
    ``acq.group_delay_pts``);
 5. phase ``(PHC0, PHC1)`` in TopSpin's convention (nmrglue ``ps`` on the TopSpin-ordered
    spectrum), from the mode in :class:`ProcessingConfig`;
+5b. optionally (``phase_align="reference"``; off by default) the residual zero- and
+   first-order phase of the frame relative to the run's first frame, measured on the strong
+   lines and removed (:mod:`lisentry.datasets.processing.align`: per-frame phase jitter leaves
+   dispersive tails of the electrolyte and electrode lines larger than the amounts the classes
+   turn on); applied on the grid, after step 7. Off by default because it assumes the strong
+   lines stay: in a Li | Li cell, where the metal lines themselves change, it corrupts the metal
+   window late in the run (measured on the real run, ``benchmarks/phase_align.py``);
 6. ppm axis ``(F - SF) / SF`` with ``SF = BF1 + SR`` (``acq.sr_Hz``, else ``config.sr_Hz``,
    else 0), optionally shifted so that the tallest peak near ``reference_peak_ppm`` lands
    on it (shift frozen from the first frame);
@@ -43,15 +50,17 @@ import numpy as np
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.datasets.frame import RawFrame
 from lisentry.datasets.processing.baseline import als_baseline, poly_baseline
-from lisentry.datasets.processing.fourier import (bruker_real_spectrum, bruker_spectrum,
-                                                  cached_ppm_axis)
+from lisentry.datasets.processing.align import residual_phase
+from lisentry.datasets.processing.fourier import (bruker_complex_spectrum, bruker_real_spectrum,
+                                                  bruker_spectrum, cached_ppm_axis)
 from lisentry.datasets.processing.phase import estimate_phase
 from lisentry.datasets.processing.resample import (grid_support, resample_support,
                                                   resample_to_grid)
 
-__all__ = ["ProcessingConfig", "Pipeline", "PHASE_MODES", "BASELINE_MODES"]
+__all__ = ["ProcessingConfig", "Pipeline", "PHASE_MODES", "PHASE_ALIGN_MODES", "BASELINE_MODES"]
 
 PHASE_MODES = ("reference", "procs", "auto", "fixed", "none")
+PHASE_ALIGN_MODES = ("reference", "none")
 BASELINE_MODES = ("none", "poly", "als")
 _FORMAT_VERSION = 1
 
@@ -82,6 +91,14 @@ class ProcessingConfig:
         Fixed PHC0/PHC1 in degrees (``phase="fixed"``), TopSpin convention.
     phase1_max_deg : float
         Bound on ``|PHC1|`` for estimated phases, degrees.
+    phase_align : str
+        ``"reference"``: after phasing, rotate each frame by the residual zero- and first-order
+        phase that best maps its strong lines onto the run's first frame (frame-to-frame
+        phase jitter removed; the first frame's own phase error stays, constant over the run);
+        ``"none"`` (default): use the phases as they are. FIDs only (a processed ``1r`` has no
+        imaginary part). Use ``"reference"`` for cells whose intense lines stay put (an
+        electrolyte or solid-electrolyte line); not for symmetric Li | Li cells, whose metal
+        lines change (see the module docstring).
     baseline : str
         ``"none"``, ``"poly"`` (robust polynomial) or ``"als"`` (asymmetric least squares),
         applied on the grid.
@@ -114,6 +131,7 @@ class ProcessingConfig:
     phase0_deg: float = 0.0
     phase1_deg: float = 0.0
     phase1_max_deg: float = 180.0
+    phase_align: str = "none"
     baseline: str = "poly"
     baseline_order: int = 3
     baseline_smoothness: float = 1e5
@@ -168,6 +186,7 @@ class ProcessingConfig:
         real("phase0_deg")
         real("phase1_deg")
         real("phase1_max_deg", 0, strict=True)
+        choice("phase_align", PHASE_ALIGN_MODES)
         choice("baseline", BASELINE_MODES)
         integer("baseline_order", 0)
         real("baseline_smoothness", 0, strict=True)
@@ -191,8 +210,12 @@ class ProcessingConfig:
 
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-safe dict of all fields."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """JSON-safe dict of all fields (``phase_align`` only when it is not ``"none"``, so
+        configs, dataset manifests and model cards from before the option are unchanged)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if d["phase_align"] == "none":
+            del d["phase_align"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ProcessingConfig":
@@ -274,17 +297,20 @@ class Pipeline:
         self.phase_: tuple[float, float] | None = None
         self.ref_shift_ppm_: float | None = None
         self.norm_sums_: list[float] = []
+        self.align_ref_: np.ndarray | None = None
         return self
 
     def state_dict(self) -> dict:
         """JSON-safe run-level state."""
         return {"phase_deg": None if self.phase_ is None else [float(v) for v in self.phase_],
                 "ref_shift_ppm": self.ref_shift_ppm_,
-                "norm_sums": [float(v) for v in self.norm_sums_]}
+                "norm_sums": [float(v) for v in self.norm_sums_],
+                "align_ref": None if self.align_ref_ is None else
+                [[float(v) for v in self.align_ref_.real], [float(v) for v in self.align_ref_.imag]]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> "Pipeline":
         """Restore :meth:`state_dict` output (e.g. to resume ``watch``)."""
-        known = {"phase_deg", "ref_shift_ppm", "norm_sums"}
+        known = {"phase_deg", "ref_shift_ppm", "norm_sums", "align_ref"}
         unknown = set(state) - known
         if unknown:
             raise ConfigError(f"Unknown key(s) {sorted(unknown)} in Pipeline state; "
@@ -294,6 +320,15 @@ class Pipeline:
         rs = state.get("ref_shift_ppm")
         self.ref_shift_ppm_ = None if rs is None else float(rs)
         self.norm_sums_ = [float(v) for v in state.get("norm_sums", [])]
+        ar = state.get("align_ref")
+        if ar is not None:
+            re_, im_ = (np.asarray(v, dtype=float) for v in ar)
+            if re_.shape != self._grid.shape or im_.shape != self._grid.shape:
+                raise ConfigError(f"Pipeline state 'align_ref' has {re_.size} points; the grid "
+                                  f"has {self._grid.size}.")
+            self.align_ref_ = re_ + 1j * im_
+        else:
+            self.align_ref_ = None
         return self
 
     def to_dict(self) -> dict:
@@ -420,9 +455,18 @@ class Pipeline:
             ppm = self._shifted_axis(ppm, self.ref_shift_ppm_)
         # only the points the grid needs are phased (the rest of the window is not used)
         start, stop = grid_support(ppm, self._grid)
-        part = bruker_real_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
-        out = resample_support(ppm, part, self._grid)
-        return self._baseline(out)
+        if cfg.phase_align == "none":
+            part = bruker_real_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
+            return self._baseline(resample_support(ppm, part, self._grid))
+        part = bruker_complex_spectrum(fid, size, gd, p0, p1, start=start, stop=stop)
+        # resampling is linear: real and imaginary parts go onto the grid separately
+        c = (resample_support(ppm, part.real, self._grid)
+             + 1j * resample_support(ppm, part.imag, self._grid))
+        if self.align_ref_ is None:
+            self.align_ref_ = c
+            return self._baseline(c.real)
+        theta = residual_phase(c, self.align_ref_)
+        return self._baseline(c.real * np.cos(theta) - c.imag * np.sin(theta))
 
     def _shifted_axis(self, ppm: np.ndarray, shift: float) -> np.ndarray:
         """``ppm + shift``, kept while the axis and the shift stay the same (one per run)."""
