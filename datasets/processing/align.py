@@ -46,8 +46,12 @@ SLOPE_RIDGE = 2e-3
 
 
 def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = True,
-                   stable_only: bool = True, use: np.ndarray | None = None) -> np.ndarray:
+                   stable_only: bool = True) -> np.ndarray:
     """Phase (radians, per grid point) that rotates ``frame`` onto ``reference``.
+
+    The frame is first moved by its reference drift relative to ``reference``
+    (:func:`drift_points`) for the comparison only: a line 1 ppm off with a 1 ppm width
+    would otherwise read as a 45 degree phase twist.
 
     Parameters
     ----------
@@ -55,10 +59,8 @@ def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = Tr
         Complex spectra on the same grid (NaN where not covered).
     slope : bool
         Fit a first-order (linear across the grid) term as well as the constant.
-
-    The frame is first moved by its reference drift relative to ``reference``
-    (:func:`drift_points`) for the comparison only: a line 1 ppm off with a 1 ppm width
-    would otherwise read as a 45 degree phase twist.
+    stable_only : bool
+        Measure only on points whose magnitude changed by at most ``STABLE_TOLERANCE``.
 
     Returns
     -------
@@ -81,8 +83,6 @@ def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = Tr
     n = f.shape[-1]
     theta = np.zeros(n)
     ok = np.isfinite(f) & np.isfinite(r)
-    if use is not None:
-        ok &= np.asarray(use, dtype=bool)
     if ok.sum() < 3:
         return theta
     f = shift_points(f, drift_points(f, r))
@@ -96,7 +96,7 @@ def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = Tr
     if stable_only:
         # lines that grew or shrank since the first frame (new metal, lost counter electrode)
         # carry their own skin-effect phase: measure on the lines that stayed
-        af, ar = np.abs(np.nan_to_num(f)), np.abs(np.nan_to_num(r))
+        af = np.abs(np.nan_to_num(f))
         z = np.where(np.abs(af - ar) <= STABLE_TOLERANCE * np.maximum(af, ar), z, 0)
     total = z.sum()
     if not np.isfinite(total) or abs(total) == 0:
