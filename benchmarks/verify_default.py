@@ -2,12 +2,21 @@
 
 Two checks, the second optional because it trains (about 6 min on 2 cores):
 
-1. the dataset's ``content_hash`` (``data/train/manifest.json``, built by ``make data/train``)
-   equals the bundle card's ``training_data_hash``: the bundle was trained on exactly this data;
+1. the training data. The dataset's ``content_hash`` (``data/train/manifest.json``, built by
+   ``make data/train``) equal to the card's ``training_data_hash`` means the very same bytes.
+   Those bytes depend on the CPU (numpy picks its SIMD kernels at run time), so when the hashes
+   differ the script compares the CPU-independent content sketches
+   (``lisentry.datasets.fingerprint``; the card's ``training_data_sketch`` against the
+   dataset's): equal sketches mean the same data up to floating-point rounding, which passes.
+   It prints both build environments (library versions, CPU, numpy's SIMD levels) when they
+   differ. A card written before sketches existed (2026-12-05) cannot tell rounding from a
+   real change: the check then fails and says so.
 2. ``--retrain``: ``lisentry train CONFIG --set out=OUT --set mlflow.enabled=false`` and a
    tensor-by-tensor comparison of the new weights with the bundle's (largest absolute
-   difference; 0.0 = bit-identical). A different CPU or torch build may round differently, so a
-   small difference there is not by itself an error; the script reports it and exits 1.
+   difference; 0.0 = bit-identical), plus the two bundles' test-split scores side by side.
+   Training amplifies any rounding difference, so on another CPU or library build the weights
+   differ and only the scores can agree (within the seed-to-seed spread); the script then
+   reports the difference and exits 1.
 
 Usage::
 
@@ -39,6 +48,41 @@ def weight_difference(a_dir: Path, b_dir: Path) -> float:
                 for k in a if a[k].size), default=0.0)
 
 
+def data_equivalent(card: dict, manifest: dict, dataset: Path) -> tuple[bool, str]:
+    """(passes, verdict) when the content hashes differ: compare the content sketches."""
+    from lisentry.datasets.fingerprint import compare_sketches
+    want, have = card.get("training_data_sketch"), manifest.get("content_sketch")
+    if not want:
+        return False, ("DIFFERENT bytes, and the card has no content sketch (written before "
+                       "2026-12-05), so rounding on another CPU cannot be told from a real change")
+    if not have:
+        return False, f"DIFFERENT bytes, and {dataset} has no content sketch: rebuild it"
+    same, worst, why = compare_sketches(want, have)
+    if same:
+        return True, (f"same data up to floating-point rounding (bytes differ; content sketches "
+                      f"agree, largest relative difference {worst:.1e})")
+    return False, f"DIFFERENT data: {why}"
+
+
+def environment_differences(trained: dict | None, built: dict | None) -> list[str]:
+    """One line per library version or CPU property that differs between the two machines."""
+    if not trained or not built:
+        return [] if trained == built else ["environment: recorded on one side only"]
+    return [f"{k}: bundle trained with {trained.get(k)!r}, dataset built with {built.get(k)!r}"
+            for k in sorted(set(trained) | set(built)) if trained.get(k) != built.get(k)]
+
+
+def score_table(card: dict, new_card: dict) -> str:
+    """The shipped and the retrained bundle's test-split scores (from their cards)."""
+    rows = []
+    for name, c in (("shipped", card), ("retrained", new_card)):
+        t = (c.get("metrics") or {}).get("test", {}).get("overall", {})
+        rows.append(f"  {name:>9}: test macro-F1 {t.get('macro_f1_mean', float('nan')):.3f}, "
+                    f"accuracy {t.get('accuracy', float('nan')):.3f}, "
+                    f"val macro-F1 {c.get('metrics', {}).get('val_macro_f1', float('nan')):.3f}")
+    return "scores (the cards' test split):\n" + "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=Path("models/default"))
@@ -56,9 +100,14 @@ def main(argv=None) -> int:
     ok = True
     want, have = card.get("training_data_hash"), manifest.get("content_hash")
     same = bool(want) and want == have
+    verdict = "same bytes"
+    if not same:
+        same, verdict = data_equivalent(card, manifest, a.dataset)
     ok &= same
-    print(f"training data: bundle {str(want)[:12]}…, {a.dataset} {str(have)[:12]}… -> "
-          f"{'same' if same else 'DIFFERENT (rebuild the dataset, or the bundle was trained on other data)'}")
+    print(f"training data: bundle {str(want)[:12]}…, {a.dataset} {str(have)[:12]}… -> {verdict}")
+    for line in environment_differences(card.get("training_environment"),
+                                        manifest.get("environment")):
+        print("  " + line)
     if a.retrain:
         cmd = [sys.executable, "-m", "lisentry.detector.cli", "train", str(a.config),
                "--set", f"dataset={a.dataset}", "--set", f"out={a.out}",
@@ -71,6 +120,7 @@ def main(argv=None) -> int:
         ok &= diff == 0.0
         print(f"weights: largest difference {diff:g} -> "
               f"{'bit-identical' if diff == 0.0 else 'DIFFERENT'}")
+        print(score_table(card, json.loads((a.out / "card.json").read_text())))
     return 0 if ok else 1
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.datasets.fingerprint import DataSketch
 from lisentry.datasets.frame import CLASSES, Run
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
 from lisentry.datasets.store import (FRAMES, MANIFEST, RUNS, SPECTRA, Dataset, DatasetWriter,
@@ -266,5 +267,7 @@ def _append_run(ds: Dataset, run: Run, family: str, split: str, info: dict) -> N
     h = hashlib.sha256(m["content_hash"].encode())
     h.update(spectra.tobytes())
     m["content_hash"] = h.hexdigest()
+    if "content_sketch" in m:  # datasets built before sketches existed stay without one
+        m["content_sketch"] = DataSketch(m["content_sketch"]).update(spectra, frame_rows(run)).to_dict()
     m.setdefault("measured_runs", []).append({"run_id": run.run_id, **info})
     _write_json_atomic(path / MANIFEST, m)

@@ -35,6 +35,11 @@ def register(app: typer.Typer, friendly_errors, load_options, opts_types) -> Non
         typer.echo(f"{dataset}: {len(ds)} runs, {m['n_frames']} frames; grid {g['min']:g}..{g['max']:g} ppm "
                    f"({g['n']} points); package {m.get('package_version')}; hash {m['content_hash'][:12]}")
         typer.echo(f"normalisation: {m.get('normalisation')}")
+        env = m.get("environment")
+        if env:  # the bytes (and the hash) depend on these; the content sketch does not
+            typer.echo(f"built with numpy {env.get('numpy')}, scipy {env.get('scipy')}, nmrglue "
+                       f"{env.get('nmrglue')} on {env.get('cpu')} (numpy SIMD: "
+                       f"{' '.join(env.get('numpy_simd') or []) or 'unknown'})")
         typer.echo("frames per class and family:")
         tab = ds.class_balance()
         runs = ds.runs.groupby("family").size()

@@ -3,7 +3,8 @@
 Layout of a dataset folder::
 
     manifest.json      package version, processing config, ppm grid, scenario configs, seeds,
-                       content hash, normalisation choice, per-split run lists
+                       content hash and CPU-independent content sketch, build environment,
+                       normalisation choice, per-split run lists
     spectra.f32        float32 array (n_frames, n_ppm), C order, read through np.memmap (lazy)
     frames.parquet     one row per frame: run_id, index, expno, t_s, timestamps, potential/current
                        stats, status, label (may be empty), latent_* columns (synthetic runs)
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.datasets.fingerprint import DataSketch, environment
 from lisentry.datasets.frame import CLASSES, Frame, Run
 
 MANIFEST = "manifest.json"
@@ -86,6 +88,7 @@ class DatasetWriter:
         self.meta = dict(meta or {})
         self._spectra = open(self.tmp_dir / SPECTRA, "wb")
         self._hash = hashlib.sha256()
+        self._sketch = DataSketch()
         self._frames: list[dict] = []
         self._runs: list[dict] = []
         self._n = 0
@@ -103,6 +106,7 @@ class DatasetWriter:
         self._spectra.write(spectra.tobytes())
         self._hash.update(spectra.tobytes())
         rows = frame_rows(run)
+        self._sketch.update(spectra, rows)
         self._frames.extend(rows)
         self._hash.update(json.dumps(rows, default=str, sort_keys=True).encode())
         self._runs.append({"run_id": run.run_id, "family": family, "split": split or "",
@@ -129,6 +133,10 @@ class DatasetWriter:
                              "grid points a run does not cover are NaN (masked)",
             "classes": list(CLASSES),
             "content_hash": self._hash.hexdigest(),
+            # the hash is of exact bytes, which depend on the CPU; the sketch is not
+            # (lisentry.datasets.fingerprint)
+            "content_sketch": self._sketch.to_dict(),
+            "environment": environment(),
             **self.meta,
         }
         _write_json_atomic(self.tmp_dir / MANIFEST, manifest)

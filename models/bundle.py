@@ -10,6 +10,8 @@
     temperature, ood_threshold, horizon_s   calibration, energy-OOD threshold, short horizon (s)
     detector {...}                          the online detector's settings (opaque here)
     training_config, training_data_hash, training_split, metrics, description
+    training_data_sketch, training_environment   the data up to float rounding, and the libraries
+                                            and CPU features of the training machine (fingerprint.py)
     package_version, created (UTC ISO 8601), weights_sha256
     ood {score, threshold, quantile, files_sha256}   optional: the feature-space OOD scorer
 
@@ -59,7 +61,7 @@ DEFAULT_GRID = {"min": -100.0, "max": 400.0, "step": 0.5}
 CARD_EXTRA_KEYS = ("name", "description", "nucleus", "ppm_grid", "processing", "temperature",
                    "ood_threshold", "horizon_s", "detector", "training_config",
                    "training_data_hash", "training_split", "metrics", "normalisation",
-                   "echem_features")
+                   "echem_features", "training_data_sketch", "training_environment")
 
 
 class BundleError(InputError):
@@ -297,6 +299,8 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
         "detector": extra.pop("detector", None),
         "training_config": extra.pop("training_config", {}),
         "training_data_hash": extra.pop("training_data_hash", None),
+        "training_data_sketch": extra.pop("training_data_sketch", None),
+        "training_environment": extra.pop("training_environment", None),
         "training_split": extra.pop("training_split", None),
         "metrics": extra.pop("metrics", {}),
         "package_version": _package_version(),

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lisentry.datasets.fingerprint import environment
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset
 from lisentry.detector.hysteresis import AlarmPolicy
@@ -242,6 +243,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         "normalisation": ds.manifest.get("normalisation"),
         "training_config": cfg.to_dict(),
         "training_data_hash": ds.manifest.get("content_hash"),
+        "training_data_sketch": ds.manifest.get("content_sketch"),
+        "training_environment": environment(),
         "training_split": {k: sorted(v) for k, v in split.items()},
         "metrics": metrics,
     }

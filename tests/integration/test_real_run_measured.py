@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lisentry.datasets.build import add_measured, build_dataset
+from lisentry.datasets.fingerprint import compare_sketches, sketch_dataset
 from lisentry.datasets.loading import LoadOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,4 +41,7 @@ def test_real_run_added_with_interval_labels(real_run_dir, tmp_path):
     assert hi[-1] > 10 * hi[0]
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert m["measured_runs"][0]["run_id"] == "li_li_tegdme" and m["n_runs"] == 2
+    # the appended run updated the content sketch as if the dataset had been sketched whole
+    assert m["content_sketch"]["n_frames"] == 606
+    assert compare_sketches(m["content_sketch"], sketch_dataset(ds))[0]
     assert pd.read_parquet(tmp_path / "ds" / "runs.parquet")["split"].tolist()[-1] == "test"

@@ -80,3 +80,54 @@ def test_class_balance(tmp_path):
     w.close()
     tab = Dataset(tmp_path / "ds").class_balance()
     assert tab.loc["f1", "cluster_growth"] == 3 and tab.loc["f2", "normal_lithiation"] == 2
+
+
+def _build(path, runs, processing=None):
+    w = DatasetWriter(path, ppm_grid=GRID, processing=processing or {})
+    for r in runs:
+        w.add_run(r, family="famA")
+    return w.close()
+
+
+def test_content_sketch_survives_rounding_but_not_a_real_change(tmp_path):
+    from lisentry.datasets.fingerprint import compare_sketches, sketch_dataset
+    runs = [_run(f"r{k}", 4, k) for k in range(3)]
+    ds = _build(tmp_path / "ds", runs)
+    sk = ds.manifest["content_sketch"]
+    assert sk["n_frames"] == 12
+    env = ds.manifest["environment"]
+    assert env["numpy"] == np.__version__ and isinstance(env["numpy_simd"], list)
+    # the sketch written while building equals one computed from the stored folder
+    again = sketch_dataset(ds)
+    assert again["exact"] == sk["exact"] and compare_sketches(sk, again) == (True, 0.0, "")
+
+    def rebuilt(change):
+        frames = [f for r in runs for f in r.frames]
+        f = frames[5]
+        new = [Run(r.run_id, [change(x) if x is f else x for x in r.frames]) for r in runs]
+        return _build(tmp_path / f"ds{len(list(tmp_path.iterdir()))}", new).manifest
+
+    # one float32 ulp in one value (what another CPU's SIMD kernels do): bytes differ, data same
+    def ulp(f):
+        y = f.intensity.copy()
+        y[100] = np.nextafter(y[100], np.float32(np.inf))
+        return f.replace(intensity=y)
+    m = rebuilt(ulp)
+    assert m["content_hash"] != ds.manifest["content_hash"]
+    same, worst, why = compare_sketches(sk, m["content_sketch"])
+    assert same and 0 < worst < 1e-9 and why == ""
+
+    # one frame 0.1 % stronger, or shifted by one grid point, is a different dataset
+    for change in (lambda f: f.replace(intensity=f.intensity * np.float32(1.001)),
+                   lambda f: f.replace(intensity=np.roll(f.intensity, 1))):
+        same, worst, why = compare_sketches(sk, rebuilt(change)["content_sketch"])
+        assert not same and worst > 1e-6 and "spectra" in why and "differs by a relative" in why
+
+    # a changed label is caught exactly, whatever the floats do
+    same, _, why = compare_sketches(sk, rebuilt(lambda f: f.replace(label="cluster_growth"))["content_sketch"])
+    assert not same and "labels" in why
+
+    # a shifted potential (frame table, not spectra) is caught too
+    same, _, why = compare_sketches(
+        sk, rebuilt(lambda f: f.replace(potential_V=f.potential_V + 0.01))["content_sketch"])
+    assert not same and "potential_V" in why

@@ -41,3 +41,50 @@ def test_data_hash_check_exit_status(tmp_path, capsys):
     assert vd.main(["--bundle", str(b), "--dataset", str(ds)]) == 1
     assert "DIFFERENT" in capsys.readouterr().out
     assert vd.main(["--bundle", str(tmp_path / "none"), "--dataset", str(ds)]) == 2
+
+
+def _dataset(path, bump=1.0, ulp=False):
+    """A tiny dataset folder written by the real DatasetWriter (content hash, sketch, env)."""
+    from datetime import datetime, timedelta, timezone
+
+    import numpy as np
+
+    from lisentry.datasets.frame import AcquisitionParams, Frame, Run
+    from lisentry.datasets.store import DatasetWriter
+    grid = np.arange(-100, 400.25, 0.5)
+    acq = AcquisitionParams("7Li", 194.4, 194.38, 0.0, 1e5, 8192, ns=16)
+    rng = np.random.default_rng(0)
+    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    frames = []
+    for i in range(5):
+        y = rng.normal(size=grid.size).astype(np.float32) * np.float32(bump if i == 2 else 1.0)
+        if ulp and i == 3:
+            y[7] = np.nextafter(y[7], np.float32(np.inf))
+        a = t0 + timedelta(minutes=5 * i)
+        frames.append(Frame("r0", i, i + 1, a, a + timedelta(minutes=4), 120.0 + 300 * i, "7Li",
+                            194.4, grid, y, acq, potential_V=0.1, label="normal_lithiation"))
+    w = DatasetWriter(path, ppm_grid=grid, processing={})
+    w.add_run(Run("r0", frames), family="famA")
+    return w.close().manifest
+
+
+def test_data_check_passes_rounding_and_fails_real_change(tmp_path, capsys):
+    trained = _dataset(tmp_path / "trained")
+    env = dict(trained["environment"], cpu="Some Other CPU", numpy_simd=["X86_V2", "X86_V3"])
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=64, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4)
+    b = save_bundle(tmp_path / "m", net, {"ppm_grid": GRID,
+                                          "training_data_hash": trained["content_hash"],
+                                          "training_data_sketch": trained["content_sketch"],
+                                          "training_environment": env})
+    assert json.loads((b / "card.json").read_text())["training_environment"]["cpu"] == "Some Other CPU"
+    # one float32 ulp off (another CPU's rounding): other bytes, same data -> passes
+    _dataset(tmp_path / "rounded", ulp=True)
+    assert vd.main(["--bundle", str(b), "--dataset", str(tmp_path / "rounded")]) == 0
+    out = capsys.readouterr().out
+    assert "same data up to floating-point rounding" in out
+    assert "cpu: bundle trained with 'Some Other CPU'" in out
+    # one frame 1 % stronger: a different dataset -> fails and says what differs
+    _dataset(tmp_path / "changed", bump=1.01)
+    assert vd.main(["--bundle", str(b), "--dataset", str(tmp_path / "changed")]) == 1
+    assert "DIFFERENT data: spectra" in capsys.readouterr().out
