@@ -20,13 +20,16 @@ phase, whatever it was: a constant phase error of the run is left (differences t
 frame cancel it), and no line is forced absorptive -- the skin-effect dispersion of metal lines
 is kept, as it should be.
 
-Limits (``benchmarks/phase_align.py``, ``docs/results/phase_align.txt``): it assumes the strong
-lines stay. On simulated runs it brings the cluster-window error to what exact phases give
-(hard-carbon/sulfide and LLZO families: median 3-4 % -> about 1 %); in the Li | Li families,
-whose metal lines are the strong lines and change, it makes the metal window worse, and on the
-real Li | Li TEGDME run it cuts the phase leakage into the empty 20-150 ppm range by 3x but
-drives the metal integral negative late in the run. Hence opt-in
-(``ProcessingConfig.phase_align``).
+Limits (``benchmarks/phase_align.py``, ``docs/results/phase_align.txt``): it assumes some
+strong lines stay. On simulated runs it brings the cluster-window error to what exact phases give
+(hard-carbon/sulfide and LLZO families: median 3-4 % -> about 1 %); in the Li | Li liquid family,
+whose metal lines are the strong lines and change, it makes the metal window worse (median error
+4.9 % -> 7.7 %). On the real Li | Li TEGDME run it cuts the phase leakage into the empty
+20-150 ppm range by 2.6x and leaves the metal integral where it was (last frame 1.19 either
+way), but its frame-to-frame jitter rises from 0.4 % to 1 %: one line (the electrolyte) fixes
+only a zero-order phase. Until 2026-12-05 one drift for the whole spectrum was estimated; the
+changing metal line dragged it, and the metal integral went negative late in that run. Hence
+opt-in (``ProcessingConfig.phase_align``).
 """
 from __future__ import annotations
 
@@ -40,6 +43,10 @@ STRONG_FRACTION = 0.1
 STABLE_TOLERANCE = 0.2
 #: Largest reference drift (grid points) searched for between a frame and the first frame.
 MAX_SHIFT_POINTS = 8
+#: A line enters the phase comparison when the normalised correlation of its power spectrum with
+#: the first frame's (at its best drift) is at least this: on the real Li | Li run the electrolyte
+#: line scores 0.95, the metal lines, whose microstructure component grows, 0.24-0.5.
+MIN_SHAPE_SCORE = 0.8
 #: Ridge on the slope (in units of the weighted variance of the normalised grid position):
 #: with all weight in one narrow line (variance ~1e-4) the slope is shrunk to ~0.
 SLOPE_RIDGE = 2e-3
@@ -49,9 +56,12 @@ def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = Tr
                    stable_only: bool = True) -> np.ndarray:
     """Phase (radians, per grid point) that rotates ``frame`` onto ``reference``.
 
-    The frame is first moved by its reference drift relative to ``reference``
-    (:func:`drift_points`) for the comparison only: a line 1 ppm off with a 1 ppm width
-    would otherwise read as a 45 degree phase twist.
+    For the comparison only, each strong line of the frame is first moved by its own drift
+    relative to ``reference`` (:func:`align_lines`): a line 1 ppm off with a 1 ppm width would
+    otherwise read as a 45 degree phase twist. Lines differ in drift (bulk magnetic
+    susceptibility moves the electrolyte and metal lines differently; on the real run the
+    electrolyte line moved 1.2 ppm), and a line that changed shape has no drift to measure, so
+    lines whose shape changed are left out of the comparison.
 
     Parameters
     ----------
@@ -85,7 +95,7 @@ def residual_phase(frame: np.ndarray, reference: np.ndarray, *, slope: bool = Tr
     ok = np.isfinite(f) & np.isfinite(r)
     if ok.sum() < 3:
         return theta
-    f = shift_points(f, drift_points(f, r))
+    f = align_lines(f, r)
     ok &= np.isfinite(f)
     # only the strong lines: the tails of weak lines that come and go (clusters) would bias it
     ar = np.where(ok, np.abs(np.nan_to_num(r)), 0.0)
@@ -128,9 +138,15 @@ def drift_points(frame: np.ndarray, reference: np.ndarray,
     """Shift (grid points, sub-point) that best aligns ``|frame|^2`` with ``|reference|^2``.
 
     Magnitude spectra do not depend on the phase, so the reference drift is measured before
-    the phase: the lag of the largest cross-correlation of the two power spectra (the
-    reference's only where it is strong) within
+    the phase: the lag of the largest cross-correlation of the two power spectra within
     ``+-max_points``, refined by a parabola. Positive: the frame's lines sit at higher index.
+
+    The lag is measured on each strong line of the reference separately, and the line that
+    kept its shape best (the highest normalised correlation at its best lag) gives it. A
+    field drift moves every line alike, while a line that changes shape -- the Li metal line of
+    a Li | Li cell, whose microstructure component grows on its high-ppm side -- drags a
+    whole-spectrum correlation towards itself: on the real Li | Li TEGDME run that sham
+    drift turned into a phase error that drove the metal integral negative late in the run.
 
     Examples
     --------
@@ -139,6 +155,20 @@ def drift_points(frame: np.ndarray, reference: np.ndarray,
     >>> ref = 1 / (1 + 1j * (x - 200) / 2)
     >>> round(float(drift_points(1 / (1 + 1j * (x - 202.5) / 2) * 1j, ref)), 1)
     2.5
+    """
+    lines = line_drifts(frame, reference, max_points)
+    if not lines:
+        return 0.0
+    return max(lines, key=lambda line: line[3])[2]
+
+
+def line_drifts(frame: np.ndarray, reference: np.ndarray,
+                max_points: int = MAX_SHIFT_POINTS) -> list[tuple[int, int, float, float]]:
+    """Per strong line of the reference: ``(start, stop, shift_points, shape_score)``.
+
+    ``start:stop`` is the line's region on the grid, ``shift_points`` its drift (as
+    :func:`drift_points`), ``shape_score`` the normalised correlation of the two power spectra
+    over the region at the best lag (1 = the line kept its shape exactly).
     """
     # power spectra: their Lorentzian tails fall as 1/x^2 (magnitudes only as 1/x)
     a = np.nan_to_num(np.abs(np.asarray(frame)) ** 2, nan=0.0)
@@ -149,17 +179,51 @@ def drift_points(frame: np.ndarray, reference: np.ndarray,
     n = a.size
     m = int(min(max_points, n // 4))
     if m < 1:
-        return 0.0
+        return []
     lags = np.arange(-m, m + 1)
     core = slice(m, n - m)
-    cc = np.array([float(np.dot(a[m + k: n - m + k], b[core])) for k in lags])
-    i = int(np.argmax(cc))
-    s = float(lags[i])
-    if 0 < i < len(cc) - 1:
-        den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
-        if den < 0:
-            s += 0.5 * (cc[i - 1] - cc[i + 1]) / den
-    return s
+    a_lag = np.stack([a[m + k: n - m + k] for k in lags])        # (lags, n - 2m)
+    bc = b[core]
+    out = []
+    for lo, hi in _line_regions(bc != 0, pad=m):
+        bl = bc[lo:hi]
+        al = a_lag[:, lo:hi]
+        cc = al @ bl
+        i = int(np.argmax(cc))
+        norm = float(np.linalg.norm(al[i]) * np.linalg.norm(bl))
+        score = float(cc[i]) / norm if norm > 0 else -np.inf
+        s = float(lags[i])
+        if 0 < i < len(cc) - 1:
+            den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
+            if den < 0:
+                s += 0.5 * (cc[i - 1] - cc[i + 1]) / den
+        out.append((lo + m, hi + m, s, score))
+    return out
+
+
+def _line_regions(mask: np.ndarray, pad: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of True in ``mask``, each widened by ``pad`` points and
+    merged where they then overlap: one region per line (or group of overlapping lines)."""
+    idx = np.flatnonzero(mask)
+    if not idx.size:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > 2 * pad + 1)
+    starts = np.r_[idx[0], idx[breaks + 1]]
+    stops = np.r_[idx[breaks], idx[-1]] + 1
+    return [(max(int(s) - pad, 0), min(int(e) + pad, mask.size)) for s, e in zip(starts, stops)]
+
+
+def align_lines(frame: np.ndarray, reference: np.ndarray,
+                min_shape_score: float = MIN_SHAPE_SCORE) -> np.ndarray:
+    """``frame`` with each strong line of ``reference`` moved by its own drift
+    (:func:`line_drifts`); NaN outside those lines and on lines that changed shape (score
+    below ``min_shape_score``), so that only lines that stayed enter a phase comparison."""
+    f = np.asarray(frame, dtype=np.complex128)
+    out = np.full_like(f, np.nan)
+    for lo, hi, s, score in line_drifts(f, reference):
+        if score >= min_shape_score:
+            out[lo:hi] = shift_points(f, s)[lo:hi]
+    return out
 
 
 def shift_points(x: np.ndarray, s: float) -> np.ndarray:

@@ -476,3 +476,36 @@ def test_simulated_run_amounts_closer_to_the_truth():
             d = spectral_descriptors(S, pipe.ppm_grid)
             err[mode].append(np.nanstd(d["cluster_rel"] - (cl - cl[:3].mean())))
     assert np.mean(err["reference"]) < 0.5 * np.mean(err["none"])
+
+
+def test_lines_drifting_differently_are_each_aligned():
+    """Bulk magnetic susceptibility moves the electrolyte and the metal line by different
+    amounts; each line is compared at its own drift, so the twist is recovered at both."""
+    x = np.linspace(-100, 400, 1001)
+    ref = 1 / (1 + 1j * x / 3.0) + 0.8 / (1 + 1j * (x - 245) / 3)
+    moved = 1 / (1 + 1j * (x - 1.0) / 3.0) + 0.8 / (1 + 1j * (x - 245.3) / 3)
+    twist = np.deg2rad(4.0) + np.deg2rad(6.0) * (x - 150) / 250
+    th = residual_phase(moved * np.exp(-1j * twist), ref)
+    at = np.searchsorted(x, [0.0, 245.0])
+    np.testing.assert_allclose(np.rad2deg(th[at]), np.rad2deg(twist[at]), atol=0.2)
+
+
+def test_a_line_that_changed_shape_is_left_out_of_the_comparison():
+    """Li | Li: the metal line loses intensity and a broad microstructure line grows beside it.
+    Its shape score is low, so it gives no drift and no phase; the electrolyte line does."""
+    from lisentry.datasets.processing.align import align_lines, line_drifts
+    x = np.linspace(-100, 400, 1001)
+    ref = 1 / (1 + 1j * x / 3.0) + 0.8 / (1 + 1j * (x - 245) / 3)
+    new = (1 / (1 + 1j * (x - 1.0) / 3.0) + 0.3 / (1 + 1j * (x - 245) / 3)
+           + 0.6 / (1 + 1j * (x - 265) / 8))
+    (lo0, hi0, s0, score0), (lo1, hi1, s1, score1) = line_drifts(new, ref)
+    assert x[lo0] < 0 < x[hi0 - 1] and x[lo1] < 245 < x[hi1 - 1]
+    assert score0 > 0.99 and score1 < 0.5
+    # 1 ppm = 2 points; the new line's dispersive tail biases it by ~0.15 point
+    assert s0 == pytest.approx(2.0, abs=0.2)
+    assert drift_points(new, ref) == s0               # the best-kept line gives the drift
+    aligned = align_lines(new, ref)
+    assert np.isnan(aligned[lo1:hi1]).all() and np.isfinite(aligned[lo0:hi0]).all()
+    # the phase, from the electrolyte line alone: within 2 degrees (the tail's bias costs ~1.5)
+    th = residual_phase(new * np.exp(-1j * np.deg2rad(4.0)), ref)
+    assert abs(np.rad2deg(th[np.searchsorted(x, 0.0)]) - 4.0) < 2.0
