@@ -3,7 +3,7 @@
 A dataset's ``content_hash`` is a SHA-256 over the float32 bytes of its spectra, so it changes
 with the last bit of any value. Those bits depend on the machine: numpy picks its SIMD kernels
 (``exp``, ``sin``, ``cos`` ...) by CPU at run time, and rebuilding ``configs/dataset-smoke.yaml``
-with numpy's AVX-512 kernels switched off (``NPY_DISABLE_CPU_FEATURES``) changed about 4 in a
+with numpy's AVX-512 and AVX2 kernels switched off (``NPY_DISABLE_CPU_FEATURES``) changed about 4 in a
 million spectrum values by one float32 ulp (relative 1e-7), labels and latents identical, and
 so the hash. The hash therefore says "these exact bytes", not "this data".
 

@@ -88,3 +88,30 @@ def test_data_check_passes_rounding_and_fails_real_change(tmp_path, capsys):
     _dataset(tmp_path / "changed", bump=1.01)
     assert vd.main(["--bundle", str(b), "--dataset", str(tmp_path / "changed")]) == 1
     assert "DIFFERENT data: spectra" in capsys.readouterr().out
+
+
+def test_identical_retrain_passes_even_when_the_data_bytes_differ(tmp_path, capsys, monkeypatch):
+    import shutil
+    import subprocess
+    b = _bundle(tmp_path / "m", 0, data_hash="feed")
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "manifest.json").write_text(json.dumps({"content_hash": "beef"}))
+    out = tmp_path / "retrained"
+
+    def fake_train(cmd, **kw):     # stands in for `lisentry train`: reproduces or not
+        assert "train" in cmd and f"out={out}" in cmd
+        shutil.copytree(b if fake_train.same else _bundle(tmp_path / "other", 1), out,
+                        dirs_exist_ok=True)
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(vd.subprocess, "run", fake_train)
+    fake_train.same = True
+    args = ["--bundle", str(b), "--dataset", str(ds), "--retrain", "--out", str(out)]
+    assert vd.main(args) == 0
+    text = capsys.readouterr().out
+    assert "DIFFERENT bytes" in text and "reproduces the bundle bit for bit" in text
+    assert "shipped" in text and "retrained" in text
+    fake_train.same = False
+    shutil.rmtree(out)
+    assert vd.main(args) == 1
+    assert "weights: largest difference" in capsys.readouterr().out
