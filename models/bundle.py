@@ -29,7 +29,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -531,37 +530,5 @@ def attach_ood_scorer(directory: str | Path, scorer, *, quantile: float = 0.99,
 
 
 # ---------------------------------------------------------------------- ONNX
-class _StepModule(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, spectrum, echem, h, ref, ref_mask, n_seen):
-        out, st = self.model.step(spectrum, echem,
-                                  {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": n_seen})
-        return out["logits"], out["aux"], st["h"], st["ref"], st["ref_mask"], st["n_seen"]
-
-
-def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Export the streaming step (one frame, batch 1) to ONNX.
-
-    Inputs ``spectrum, echem, h, ref, ref_mask, n_seen``; outputs ``logits, aux`` and the
-    new state. Needs the optional ``onnxscript`` and ``onnx`` packages.
-
-    Raises
-    ------
-    ImportError
-        If ``onnxscript`` is not installed.
-    """
-    if importlib.util.find_spec("onnxscript") is None:
-        raise ImportError("ONNX export needs onnxscript and onnx (pip install onnxscript onnx)")
-    model = model.eval()
-    st = model.init_state(1)
-    args = (torch.zeros(1, model.n_ppm), torch.zeros(1, model.n_echem),
-            st["h"], st["ref"], st["ref_mask"], st["n_seen"])
-    path = Path(path)
-    torch.onnx.export(_StepModule(model), args, str(path), dynamo=True,
-                      input_names=["spectrum", "echem", "h", "ref", "ref_mask", "n_seen"],
-                      output_names=["logits", "aux", "h_out", "ref_out", "ref_mask_out",
-                                    "n_seen_out"])
-    return path
+# kept importable from here (it used to live in this module)
+from lisentry.models.onnx_export import export_onnx  # noqa: E402,F401

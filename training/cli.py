@@ -52,6 +52,36 @@ def register(app: typer.Typer, friendly_errors) -> None:
 
     @app.command()
     @friendly_errors
+    def export(model: Annotated[str, typer.Argument(help="Bundle folder or models:/NAME@ALIAS.")],
+               out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+               check: Annotated[bool, typer.Option("--check/--no-check", help="Compare with PyTorch in ONNX Runtime (needs onnxruntime).")] = True):
+        """Export a bundle's streaming step to one self-contained ONNX file (card as metadata)."""
+        from lisentry.models.bundle import load_bundle
+        from lisentry.models.onnx_export import check_onnx, export_onnx
+        bundle = load_bundle(model)
+        try:
+            path = export_onnx(bundle.model, out, card=bundle.card)
+        except ImportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"{path}: {path.stat().st_size / 1e3:.0f} kB, inputs spectrum, echem, "
+                   "echem_mask and the state (lisentry.models.onnx_export)")
+        if check:
+            try:
+                r = check_onnx(bundle.model, path)
+            except ImportError as exc:
+                typer.echo(f"not checked: {exc}", err=True)
+                return
+            typer.echo(f"checked on {r['frames']} streamed frames: largest logit difference "
+                       f"{r['max_abs_logit_diff']:.1e}, aux {r['max_abs_aux_diff']:.1e}, same class on "
+                       f"{r['argmax_agree']:.0%}; {r['onnx_ms_per_frame']:.2f} ms/frame in ONNX "
+                       f"Runtime, {r['torch_ms_per_frame']:.2f} in PyTorch (1 thread)")
+            if r["argmax_agree"] < 1.0 or r["max_abs_logit_diff"] > 1e-3:
+                typer.echo("error: the exported model does not match the bundle", err=True)
+                raise typer.Exit(1)
+
+    @app.command()
+    @friendly_errors
     def evaluate(model: Annotated[str, typer.Argument(help="Bundle folder or models:/NAME@ALIAS.")],
                  dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
                  split: Annotated[str, typer.Option(help="Which runs: all, or test/val/train/leave_out of the bundle's recorded split.")] = "all",

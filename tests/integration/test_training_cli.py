@@ -54,6 +54,10 @@ def test_train_track_register_evaluate(smoke):
         k: chosen[k] for k in ("enter", "exit", "min_consecutive")}
     assert len(card["metrics"]["policy_search"]["grid"]) > 10
     assert card["training_data_hash"] and card["processing"]["ppm_min"] == -100
+    # the card carries what the data was, CPU-independently, and where it was trained
+    manifest = json.loads((smoke / "smoke" / "manifest.json").read_text())
+    assert card["training_data_sketch"] == manifest["content_sketch"]
+    assert card["training_environment"]["torch"] and card["training_environment"]["numpy"]
     assert 0.05 <= card["temperature"] <= 20
     assert (smoke / "model" / "weights.safetensors").stat().st_size > 1000
     # the feature OOD scorer was fitted after training and ships in the bundle
@@ -67,6 +71,10 @@ def test_train_track_register_evaluate(smoke):
     assert "all" in res.stdout and "macro-F1" in res.stdout
     ev = json.loads((smoke / "eval.json").read_text())
     assert ev["overall"]["n_runs"] == 20 and 0.0 <= ev["overall"]["accuracy"] <= 1.0
+    # the trained bundle exports to one ONNX file that streams like the bundle
+    res = lisentry("export", smoke / "model", "--out", smoke / "model.onnx", cwd=smoke)
+    assert "same class on 100%" in res.stdout and (smoke / "model.onnx").stat().st_size > 1000
+    assert not (smoke / "model.onnx.data").exists()
 
 
 def test_config_errors_are_one_line(smoke):

@@ -159,10 +159,30 @@ def test_models_uri_resolution(bundle_dir, tmp_path, monkeypatch):
     assert seen == ["models:/lisentry@champion"] and b.path == d
 
 
-def test_onnx_export(tmp_path):
+def test_onnx_export_streams_like_the_model(tmp_path):
     pytest.importorskip("onnxscript")
-    p = export_onnx(tiny(), tmp_path / "m.onnx")
-    assert p.stat().st_size > 0
+    pytest.importorskip("onnxruntime")
+    from lisentry.models.onnx_export import check_onnx, read_metadata
+    net = tiny()
+    card = {"classes": ["normal_lithiation", "cluster_growth", "plating_onset", "imminent_short"],
+            "ppm_grid": GRID, "temperature": 1.3, "weights_sha256": "ab12"}
+    p = export_onnx(net, tmp_path / "m.onnx", card=card)
+    # one self-contained file, no external weights beside it
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.onnx"]
+    meta = read_metadata(p)
+    assert meta["classes"] == card["classes"] and meta["ppm_grid"] == GRID
+    assert meta["temperature"] == 1.3 and meta["weights_sha256"] == "ab12"
+    # the same frames streamed through ONNX Runtime and PyTorch (NaN edges, missing echem)
+    r = check_onnx(net, p, n_frames=25)
+    assert r["frames"] == 25 and r["argmax_agree"] == 1.0
+    assert r["max_abs_logit_diff"] < 1e-4 and r["max_abs_aux_diff"] < 1e-4
+    # a different network in the same file layout is told apart by the check
+    torch.manual_seed(123)
+    other = tiny()
+    with torch.no_grad():
+        for prm in other.parameters():
+            prm.add_(torch.randn_like(prm))
+    assert check_onnx(other, p, n_frames=5)["max_abs_logit_diff"] > 1e-3
 
 
 def test_descriptor_model_round_trip_and_grid_check(tmp_path):
