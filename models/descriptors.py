@@ -62,6 +62,13 @@ N_DESCRIPTORS = len(DESCRIPTOR_NAMES)
 _BIAS = 1.0 / math.sqrt(2.0 * math.pi)  # E[max(0, X)] / sigma for X ~ N(0, sigma^2)
 
 
+
+def lower_median(X: torch.Tensor) -> torch.Tensor:
+    """``X.median(dim=1).values`` (the lower of the two middle values for an even count), by
+    sorting: the ONNX exporter has no translation for ``aten.median``, and inputs here are
+    finite (zero-filled), where the two agree exactly."""
+    return torch.sort(X, dim=1).values[:, (X.shape[1] - 1) // 2]
+
 class SpectralDescriptors(nn.Module):
     """Per-frame physics descriptors (no trainable parameters).
 
@@ -99,7 +106,7 @@ class SpectralDescriptors(nn.Module):
         if self.base_slice is None:
             return torch.zeros(X.shape[0], device=X.device)
         a, b = self.base_slice
-        return X[:, a:b].median(dim=1).values
+        return lower_median(X[:, a:b])
 
     def _amount(self, v: torch.Tensor) -> torch.Tensor:
         return torch.asinh(v / AMOUNT_SCALE)
@@ -120,7 +127,7 @@ class SpectralDescriptors(nn.Module):
         if self.base_slice is not None:
             a, b = self.base_slice
             w = Ds[:, a:b]
-            sd = 1.4826 * (w - w.median(dim=1, keepdim=True).values).abs().median(dim=1).values
+            sd = 1.4826 * lower_median((w - lower_median(w)[:, None]).abs())
         else:
             sd = torch.zeros(x.shape[0], device=x.device)
         sd = sd.clamp_min(1e-6)

@@ -64,6 +64,10 @@ def register(app: typer.Typer, friendly_errors) -> None:
         except ImportError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
+        except Exception as exc:  # the exporter's own errors are many lines long
+            first = (str(exc).strip().splitlines() or [""])[0]
+            typer.echo(f"error: {model}: ONNX export failed ({type(exc).__name__}: {first})", err=True)
+            raise typer.Exit(1)
         typer.echo(f"{path}: {path.stat().st_size / 1e3:.0f} kB, inputs spectrum, echem, "
                    "echem_mask and the state (lisentry.models.onnx_export)")
         if check:

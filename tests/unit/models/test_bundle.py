@@ -185,6 +185,21 @@ def test_onnx_export_streams_like_the_model(tmp_path):
     assert check_onnx(other, p, n_frames=5)["max_abs_logit_diff"] > 1e-3
 
 
+@pytest.mark.parametrize("variant", [
+    {"descriptors": True},
+    {"heads": "factored", "branch_channels": (4, 4), "branch_hidden": 6}])
+def test_onnx_export_of_descriptor_and_factored_models(tmp_path, variant):
+    # the descriptors' medians are sorts (the exporter cannot translate aten.median)
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from lisentry.models.onnx_export import check_onnx
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=1001, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                      ppm_min=-100.0, ppm_step=0.5, **variant).eval()
+    r = check_onnx(net, export_onnx(net, tmp_path / "v.onnx"), n_frames=12)
+    assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4
+
+
 def test_descriptor_model_round_trip_and_grid_check(tmp_path):
     torch.manual_seed(0)
     net = LisentryNet(n_ppm=64, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,

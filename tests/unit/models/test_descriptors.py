@@ -67,3 +67,12 @@ def test_uncovered_grid_points_are_ignored():
     d = SpectralDescriptors(len(GRID), GRID[0], 0.5)(x, m, x[:1].expand_as(x), m[:1].expand_as(m))
     assert torch.isfinite(d).all()
     assert d[1, DESCRIPTOR_NAMES.index("metal_diff")] > 2.0
+
+
+def test_lower_median_is_torch_median():
+    from lisentry.models.descriptors import lower_median
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 8, 131):
+        X = torch.randn(4, n, generator=g)
+        X[0, : n // 2] = 0.0                       # zero-filled (uncovered) points tie
+        assert torch.equal(lower_median(X), X.median(dim=1).values)
