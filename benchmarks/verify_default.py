@@ -76,12 +76,15 @@ def environment_differences(trained: dict | None, built: dict | None) -> list[st
 
 def score_table(card: dict, new_card: dict) -> str:
     """The shipped and the retrained bundle's test-split scores (from their cards)."""
+    def num(v):  # cards write non-finite metrics as null
+        return float("nan") if v is None else float(v)
     rows = []
     for name, c in (("shipped", card), ("retrained", new_card)):
-        t = (c.get("metrics") or {}).get("test", {}).get("overall", {})
-        rows.append(f"  {name:>9}: test macro-F1 {t.get('macro_f1_mean', float('nan')):.3f}, "
-                    f"accuracy {t.get('accuracy', float('nan')):.3f}, "
-                    f"val macro-F1 {c.get('metrics', {}).get('val_macro_f1', float('nan')):.3f}")
+        m = c.get("metrics") or {}
+        t = ((m.get("test") or {}).get("overall")) or {}
+        rows.append(f"  {name:>9}: test macro-F1 {num(t.get('macro_f1_mean')):.3f}, "
+                    f"accuracy {num(t.get('accuracy')):.3f}, "
+                    f"val macro-F1 {num(m.get('val_macro_f1')):.3f}")
     return "scores (the cards' test split):\n" + "\n".join(rows)
 
 
