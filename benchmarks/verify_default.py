@@ -61,8 +61,9 @@ def data_equivalent(card: dict, manifest: dict, dataset: Path) -> tuple[bool, st
         return False, f"DIFFERENT bytes, and {dataset} has no content sketch: rebuild it"
     same, worst, why = compare_sketches(want, have)
     if same:
+        note = f"; {why}" if why else ""
         return True, (f"same data up to floating-point rounding (bytes differ; content sketches "
-                      f"agree, largest relative difference {worst:.1e})")
+                      f"agree, largest relative difference {worst:.1e}{note})")
     return False, f"DIFFERENT data: {why}"
 
 

@@ -12,7 +12,12 @@ so the hash. The hash therefore says "these exact bytes", not "this data".
 * an exact hash of what rounding cannot touch: run ids, frame indices, labels, statuses, and
   the frame count of each run;
 * additive float64 sums of the spectra (sum, sum of squares, sums against 8 fixed ±1 patterns
-  over the ppm points, count of masked NaN points) and of every numeric frame column.
+  over the ppm points, count of masked NaN points) and of every numeric frame column;
+* (version 2) the same pattern sums and column sums with each frame weighted by ±1 signs drawn
+  from a hash of its run id and frame index, so that data moved to another frame (two frames'
+  spectra or potentials swapped, a run's frames reordered) changes them; plain sums over frames
+  cannot see that. With 8 independent signs a swap of two different frames goes unseen with
+  probability 2^-8 by the spectra and again by each column.
 
 Two sketches agree when the exact part is equal and every sum agrees, relative to its own sum of
 magnitudes, within 3e-7 for the spectra and 1e-9 for the frame columns. The spectra are stored as
@@ -34,7 +39,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 N_PATTERNS = 8
-SKETCH_VERSION = 1
+SKETCH_VERSION = 2
 #: relative tolerances of compare_sketches (see the module docstring for why)
 RTOL_SPECTRA = 3e-7
 RTOL_COLUMNS = 1e-9
@@ -48,6 +53,19 @@ def _patterns(n_points: int) -> np.ndarray:
     i = np.arange(n_points, dtype=np.uint64)[:, None]
     k = np.arange(1, N_PATTERNS + 1, dtype=np.uint64)[None, :]
     bits = ((i * np.uint64(2654435761) + k * np.uint64(40503)) >> np.uint64(11)) & np.uint64(1)
+    return np.where(bits == 1, 1.0, -1.0)
+
+
+def _frame_signs(df, n: int) -> np.ndarray:
+    """(n, N_PATTERNS) ±1 signs per frame from a SHA-256 of ``run_id:index`` (the frame's
+    identity, not its position in the table, so the signs follow the frame wherever it is read)."""
+    if n == 0:
+        return np.zeros((0, N_PATTERNS))
+    rid = df["run_id"].astype(str).tolist() if "run_id" in df.columns else [""] * n
+    idx = df["index"].astype(str).tolist() if "index" in df.columns else [str(i) for i in range(n)]
+    first = np.array([hashlib.sha256(f"{r}:{i}".encode()).digest()[0] for r, i in zip(rid, idx)],
+                     dtype=np.uint8)
+    bits = (first[:, None] >> np.arange(N_PATTERNS, dtype=np.uint8)[None, :]) & 1
     return np.where(bits == 1, 1.0, -1.0)
 
 
@@ -69,6 +87,8 @@ class DataSketch:
         self.spectra_nan = int(s.get("spectra_nan", 0))
         self.patterns = [float(v) for v in s.get("patterns", [0.0] * N_PATTERNS)]
         self.columns = {k: [float(v[0]), float(v[1])] for k, v in s.get("columns", {}).items()}
+        self.frame_patterns = [float(v) for v in s.get("frame_patterns", [0.0] * N_PATTERNS)]
+        self.frame_columns = {k: [float(x) for x in v] for k, v in s.get("frame_columns", {}).items()}
 
     def update(self, spectra: np.ndarray, rows) -> "DataSketch":
         import pandas as pd
@@ -76,15 +96,21 @@ class DataSketch:
         x = np.asarray(spectra, dtype=np.float64)
         nan = ~np.isfinite(x)
         x = np.where(nan, 0.0, x)
+        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        if len(df) != x.shape[0]:
+            raise ValueError(f"sketch update: {x.shape[0]} spectra but {len(df)} frame rows")
+        signs = _frame_signs(df, len(df))
         self.n_frames += int(x.shape[0])
         self.spectra_nan += int(nan.sum())
         self.spectra_sum += float(x.sum())
         self.spectra_abs += float(np.abs(x).sum())
         self.spectra_sq += float((x * x).sum())
         if x.size:
-            p = (x.sum(axis=0) @ _patterns(x.shape[1]))
+            per_frame = x @ _patterns(x.shape[1])  # (n_frames, N_PATTERNS)
+            p = per_frame.sum(axis=0)
             self.patterns = [a + float(b) for a, b in zip(self.patterns, p)]
-        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+            q = (per_frame * signs).sum(axis=0)
+            self.frame_patterns = [a + float(b) for a, b in zip(self.frame_patterns, q)]
         h = hashlib.sha256(self.exact.encode())
         exact = [c for c in EXACT_COLUMNS if c in df.columns]
         h.update(json.dumps(df[exact].astype(str).values.tolist()).encode())
@@ -95,19 +121,25 @@ class DataSketch:
             # coerce, so that a column of Nones in one run's rows and of NaNs in the stored
             # table give the same sketch; text columns (timestamps, paths) come out all-NaN
             v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-            v = v[np.isfinite(v)]
+            ok = np.isfinite(v)
+            v, sg = v[ok], signs[ok]
             if not v.size:
                 continue
             acc = self.columns.setdefault(c, [0.0, 0.0])
             acc[0] += float(v.sum())
             acc[1] += float(np.abs(v).sum())
+            fc = self.frame_columns.setdefault(c, [0.0] * N_PATTERNS)
+            for j, b in enumerate(v @ sg):
+                fc[j] += float(b)
         return self
 
     def to_dict(self) -> dict:
         return {"version": SKETCH_VERSION, "n_frames": self.n_frames, "exact": self.exact,
                 "spectra_sum": self.spectra_sum, "spectra_abs": self.spectra_abs,
                 "spectra_sq": self.spectra_sq, "spectra_nan": self.spectra_nan,
-                "patterns": self.patterns, "columns": dict(sorted(self.columns.items()))}
+                "patterns": self.patterns, "columns": dict(sorted(self.columns.items())),
+                "frame_patterns": self.frame_patterns,
+                "frame_columns": dict(sorted(self.frame_columns.items()))}
 
 
 def sketch_dataset(ds) -> dict:
@@ -125,9 +157,14 @@ def compare_sketches(a: dict, b: dict, *, rtol_spectra: float = RTOL_SPECTRA,
     Returns ``(same, worst_relative_difference, reason)``; ``reason`` names the first thing that
     differs ("" when the sketches agree). Relative differences are taken against each sum's own
     sum of magnitudes, so a sum that cancels to ~0 is not over-weighted.
+
+    A version-1 sketch (written before the per-frame signed sums existed) is compared with a newer
+    one on the parts both have; the reason then says that frame order was not checked.
     """
-    if a.get("version") != b.get("version"):
+    versions = {a.get("version"), b.get("version")}
+    if not versions <= {1, 2}:
         return False, float("inf"), f"sketch versions differ ({a.get('version')} vs {b.get('version')})"
+    per_frame = versions == {2}
     for key, what in (("n_frames", "frame count"), ("exact", "run ids, frame indices, labels or statuses"),
                       ("spectra_nan", "masked (NaN) spectrum points")):
         if a.get(key) != b.get(key):
@@ -143,12 +180,21 @@ def compare_sketches(a: dict, b: dict, *, rtol_spectra: float = RTOL_SPECTRA,
         return False, float("inf"), "frame columns differ"
     pairs += [(f"column {k}", a["columns"][k][0], b["columns"][k][0], a["columns"][k][1], c)
               for k in a["columns"]]
+    if per_frame:
+        # the signed sums are bounded by the same sums of magnitudes as the plain ones
+        pairs += [(f"spectra frame-signed pattern {i}", x, y, a["spectra_abs"], s)
+                  for i, (x, y) in enumerate(zip(a["frame_patterns"], b["frame_patterns"]))]
+        pairs += [(f"column {k} (frame-signed {j})", x, y, a["columns"][k][1], c)
+                  for k in a["columns"]
+                  for j, (x, y) in enumerate(zip(a["frame_columns"][k], b["frame_columns"][k]))]
     worst, reason = 0.0, ""
     for name, x, y, scale, rtol in pairs:
         rel = abs(x - y) / scale if scale > 0 else (0.0 if x == y else float("inf"))
         worst = max(worst, rel)
         if rel > rtol and not reason:
             reason = f"{name} differs by a relative {rel:.1e} (tolerance {rtol:g})"
+    if not reason and not per_frame:
+        return True, worst, "same up to rounding; a version-1 sketch cannot check frame order"
     return not reason, worst, reason
 
 

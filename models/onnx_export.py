@@ -100,8 +100,11 @@ def export_onnx(model: nn.Module, path: str | Path, *, card: Mapping[str, Any] |
         if card is not None and card.get(key) is not None:
             props[f"lisentry.{key}"] = json.dumps(card[key])
     onnx.helper.set_model_props(proto, props)
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    os.replace(tmp, path)
+    try:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        os.replace(tmp, path)
+    finally:  # a failed save (disk full, unwritable folder) leaves no half-written temp file
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -157,9 +157,10 @@ def drift_points(frame: np.ndarray, reference: np.ndarray,
     2.5
     """
     lines = line_drifts(frame, reference, max_points)
-    if not lines:
+    best = max(lines, key=lambda line: line[3], default=None)
+    if best is None or not np.isfinite(best[3]):
         return 0.0
-    return max(lines, key=lambda line: line[3])[2]
+    return best[2]
 
 
 def line_drifts(frame: np.ndarray, reference: np.ndarray,
@@ -191,7 +192,10 @@ def line_drifts(frame: np.ndarray, reference: np.ndarray,
         cc = al @ bl
         i = int(np.argmax(cc))
         norm = float(np.linalg.norm(al[i]) * np.linalg.norm(bl))
-        score = float(cc[i]) / norm if norm > 0 else -np.inf
+        if not norm > 0:  # nothing in the frame there (masked or empty): no drift measured
+            out.append((lo + m, hi + m, 0.0, -np.inf))
+            continue
+        score = float(cc[i]) / norm
         s = float(lags[i])
         if 0 < i < len(cc) - 1:
             den = cc[i - 1] - 2 * cc[i] + cc[i + 1]

@@ -509,3 +509,14 @@ def test_a_line_that_changed_shape_is_left_out_of_the_comparison():
     # the phase, from the electrolyte line alone: within 2 degrees (the tail's bias costs ~1.5)
     th = residual_phase(new * np.exp(-1j * np.deg2rad(4.0)), ref)
     assert abs(np.rad2deg(th[np.searchsorted(x, 0.0)]) - 4.0) < 2.0
+
+
+def test_an_empty_or_masked_frame_has_no_drift():
+    """A frame with nothing in it (all masked, or zero) gives no lag, not the search edge."""
+    from lisentry.datasets.processing.align import align_lines, line_drifts
+    x = np.linspace(-100, 400, 1001)
+    ref = 1 / (1 + 1j * x / 3.0) + 0.8 / (1 + 1j * (x - 245) / 3)
+    for empty in (np.full(x.size, np.nan + 0j), np.zeros(x.size, complex)):
+        assert drift_points(empty, ref) == 0.0
+        assert all(s == 0.0 and score == -np.inf for _, _, s, score in line_drifts(empty, ref))
+        assert np.isnan(align_lines(empty, ref)).all()

@@ -131,3 +131,48 @@ def test_content_sketch_survives_rounding_but_not_a_real_change(tmp_path):
     same, _, why = compare_sketches(
         sk, rebuilt(lambda f: f.replace(potential_V=f.potential_V + 0.01))["content_sketch"])
     assert not same and "potential_V" in why
+
+
+def test_content_sketch_sees_data_moved_between_frames(tmp_path):
+    """Sums over frames are blind to which frame holds what; the frame-signed sums are not."""
+    from lisentry.datasets.fingerprint import compare_sketches
+    runs = [_run(f"r{k}", 4, k) for k in range(2)]
+    sk = _build(tmp_path / "ds", runs).manifest["content_sketch"]
+    assert sk["version"] == 2 and len(sk["frame_patterns"]) == 8
+
+    def swapped(field):
+        fr = list(runs[0].frames)
+        a, b = getattr(fr[1], field), getattr(fr[2], field)
+        fr[1], fr[2] = fr[1].replace(**{field: b}), fr[2].replace(**{field: a})
+        return _build(tmp_path / f"sw_{field}", [Run(runs[0].run_id, fr), runs[1]]).manifest
+
+    m = swapped("intensity")
+    # the plain sums cannot tell: every version-1 part agrees
+    v1 = {k: v for k, v in sk.items() if not k.startswith("frame_")} | {"version": 1}
+    same, _, why = compare_sketches(v1, m["content_sketch"])
+    assert same and "cannot check frame order" in why
+    same, worst, why = compare_sketches(sk, m["content_sketch"])
+    assert not same and worst > 1e-6 and "frame-signed" in why
+
+    same, _, why = compare_sketches(sk, swapped("potential_V")["content_sketch"])
+    assert not same and "potential_V (frame-signed" in why
+
+
+def test_frame_signs_follow_the_frame_not_its_row():
+    """A frame's sign comes from its run id and index, so re-reading the same frames in another
+    row order gives the same signed sums (the exact part, which hashes the order, does differ)."""
+    from lisentry.datasets.fingerprint import DataSketch
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 64)).astype(np.float32)
+    rows = pd.DataFrame({"run_id": ["a"] * 6 + ["b"] * 4, "index": list(range(6)) + list(range(4)),
+                         "potential_V": rng.normal(size=10)})
+    perm = rng.permutation(10)
+    a = DataSketch().update(x, rows).to_dict()
+    b = DataSketch().update(x[perm], rows.iloc[perm].reset_index(drop=True)).to_dict()
+    np.testing.assert_allclose(a["frame_patterns"], b["frame_patterns"], rtol=1e-12)
+    np.testing.assert_allclose(a["frame_columns"]["potential_V"], b["frame_columns"]["potential_V"],
+                               rtol=1e-12)
+    assert a["exact"] != b["exact"]
+    with pytest.raises(ValueError, match="10 spectra but 9 frame rows"):
+        DataSketch().update(x, rows[:9])

@@ -185,6 +185,19 @@ def test_onnx_export_streams_like_the_model(tmp_path):
     assert check_onnx(other, p, n_frames=5)["max_abs_logit_diff"] > 1e-3
 
 
+def test_a_failed_onnx_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    def full_disk(*a, **k):
+        open(a[1], "wb").write(b"half")   # what a save that dies midway leaves
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(onnx, "save_model", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        export_onnx(tiny(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("variant", [
     {"descriptors": True},
     {"heads": "factored", "branch_channels": (4, 4), "branch_hidden": 6}])
