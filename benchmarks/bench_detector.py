@@ -70,7 +70,7 @@ def per_frame_latency(nmr_dir: Path, bundle) -> tuple[list[float], list[float], 
     from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
     from lisentry.detector.online import OnlineDetector
     raws = [r for r in bruker.iter_raw_frames(nmr_dir)]
-    asm = RunAssembler("bench", Pipeline(ProcessingConfig.from_dict(bundle.processing)), None)
+    asm = RunAssembler("bench", Pipeline(ProcessingConfig.from_dict(bundle.processing)), None, on_note=None)
     det = OnlineDetector(bundle)
     full, frames = [], []
     for raw in raws:

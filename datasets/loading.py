@@ -22,6 +22,10 @@ from lisentry.datasets.io.potentiostat import EchemLog, read_echem
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
 
 
+def _print_note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def report_skip(err: InputError, stream=None) -> None:
     """Print the one-line report of a frame that could not be read (stderr)."""
     print(f"skipped: {err}", file=stream or sys.stderr, flush=True)
@@ -42,6 +46,9 @@ class RunAssembler:
         Processing pipeline (its run-level state lives in it).
     echem : EchemLog | None
         Potentiostat log on the spectrometer's clock, or ``None`` (spectra only).
+    on_note : callable or None
+        Receives one line per run-level warning (default: printed on stderr), e.g. a frame
+        whose ppm axis has no referencing. Each kind of warning is given once per run.
     """
 
     run_id: str
@@ -50,6 +57,8 @@ class RunAssembler:
     t0: datetime | None = None
     n_frames: int = 0
     last_start: datetime | None = None
+    on_note: Callable[[str], None] | None = field(default=_print_note, repr=False)
+    notes: list = field(default_factory=list)
 
     def add(self, raw: RawFrame, window=None) -> Frame:
         """Process one raw frame; raises :class:`InputError` for an unusable one.
@@ -60,6 +69,7 @@ class RunAssembler:
             raise InputError(raw.source, f"acquisition start {raw.acq_start.isoformat()} is not after "
                                          f"the previous frame's ({self.last_start.isoformat()})")
         spectrum = self.pipeline.process(raw)
+        self._note_reference(raw)
         if not np.isfinite(spectrum).any():
             raise InputError(raw.source, "processed spectrum has no finite point on the ppm grid")
         spectrum = self.pipeline.normalise(spectrum, self.n_frames)
@@ -87,6 +97,28 @@ class RunAssembler:
         self.n_frames += 1
         self.last_start = raw.acq_start
         return frame
+
+    def _note_reference(self, raw: RawFrame) -> None:
+        """Say (once per run) when a frame's ppm axis is not referenced by its own files."""
+        src = self.pipeline.reference_source_
+        if src == "run":
+            kind = "reference_from_run"
+            phases = " and latest phases" if raw.phase_deg is None else ""
+            msg = (f"warning: {raw.source}: no SR in pdata/1/procs (missing, or without SF); "
+                   f"using the run's SR ({self.pipeline.run_sr_Hz_:.2f} Hz){phases} from an "
+                   "earlier frame for this and any later such frame")
+        elif src == "none":
+            kind = "no_reference"
+            msg = (f"warning: {raw.source}: no referencing (no pdata/1/procs with SF, no --sr-hz "
+                   "or --reference-ppm): the ppm axis assumes SF = BF1 and may be hundreds of ppm "
+                   "off; expect high OOD scores")
+        else:
+            return
+        if kind in self.notes:
+            return
+        self.notes.append(kind)
+        if self.on_note is not None:
+            self.on_note(msg)
 
 
 @dataclass
@@ -128,6 +160,7 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
              config: ProcessingConfig | None = None, pipeline: Pipeline | None = None,
              run_id: str | None = None,
              on_skip: Callable[[InputError], None] | None = report_skip,
+             on_note: Callable[[str], None] | None = _print_note,
              progress: Iterable | None = None) -> Run:
     """Read, process and align a whole run.
 
@@ -143,6 +176,9 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
     on_skip : callable
         Called with the :class:`InputError` of every frame that cannot be used (default:
         one line on stderr). The frame gets no row; the others go on.
+    on_note : callable
+        Called with each run-level warning line (default: printed on stderr), e.g. frames
+        whose ppm axis is not referenced by their own files.
 
     Returns
     -------
@@ -153,7 +189,7 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
     nmr_dir = Path(nmr_dir)
     echem = open_echem(opts)
     pipe = pipeline or pipeline_for(opts, config)
-    asm = RunAssembler(run_id or _run_id(nmr_dir), pipe, echem)
+    asm = RunAssembler(run_id or _run_id(nmr_dir), pipe, echem, on_note=on_note)
     frames: list[Frame] = []
     skipped: list[tuple[int, str, str]] = []
     for item in nmr.iter_raw_frames(nmr_dir, use_processed=opts.use_processed,
@@ -177,7 +213,12 @@ def _run_id(nmr_dir: Path) -> str:
 
 
 def _expno_of(path: Path) -> int:
-    for part in reversed(Path(path).parts):
+    """The experiment number of a frame's file: ``nmr/11/fid`` -> 11, and for TopSpin's
+    processed data ``nmr/11/pdata/1/procs`` -> 11 (not the procno 1)."""
+    parts = Path(path).parts
+    if "pdata" in parts:
+        parts = parts[:parts.index("pdata")]
+    for part in reversed(parts):
         if part.isdigit():
             return int(part)
     return -1

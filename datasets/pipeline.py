@@ -298,6 +298,9 @@ class Pipeline:
         self.ref_shift_ppm_: float | None = None
         self.norm_sums_: list[float] = []
         self.align_ref_: np.ndarray | None = None
+        self.run_sr_Hz_: float | None = None
+        self.run_procs_phase_: tuple[float, float] | None = None
+        self.reference_source_: str | None = None
         return self
 
     def state_dict(self) -> dict:
@@ -306,11 +309,15 @@ class Pipeline:
                 "ref_shift_ppm": self.ref_shift_ppm_,
                 "norm_sums": [float(v) for v in self.norm_sums_],
                 "align_ref": None if self.align_ref_ is None else
-                [[float(v) for v in self.align_ref_.real], [float(v) for v in self.align_ref_.imag]]}
+                [[float(v) for v in self.align_ref_.real], [float(v) for v in self.align_ref_.imag]],
+                "run_sr_Hz": self.run_sr_Hz_,
+                "run_procs_phase_deg": None if self.run_procs_phase_ is None else
+                [float(v) for v in self.run_procs_phase_]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> "Pipeline":
         """Restore :meth:`state_dict` output (e.g. to resume ``watch``)."""
-        known = {"phase_deg", "ref_shift_ppm", "norm_sums", "align_ref"}
+        known = {"phase_deg", "ref_shift_ppm", "norm_sums", "align_ref", "run_sr_Hz",
+                 "run_procs_phase_deg"}
         unknown = set(state) - known
         if unknown:
             raise ConfigError(f"Unknown key(s) {sorted(unknown)} in Pipeline state; "
@@ -320,6 +327,10 @@ class Pipeline:
         rs = state.get("ref_shift_ppm")
         self.ref_shift_ppm_ = None if rs is None else float(rs)
         self.norm_sums_ = [float(v) for v in state.get("norm_sums", [])]
+        sr = state.get("run_sr_Hz")   # absent in states saved before it existed
+        self.run_sr_Hz_ = None if sr is None else float(sr)
+        pp = state.get("run_procs_phase_deg")
+        self.run_procs_phase_ = None if pp is None else (float(pp[0]), float(pp[1]))
         ar = state.get("align_ref")
         if ar is not None:
             re_, im_ = (np.asarray(v, dtype=float) for v in ar)
@@ -380,6 +391,7 @@ class Pipeline:
             raise InputError(raw.source, "frame has neither a FID nor a processed spectrum")
         if raw.fid is not None:
             return self._process_fid(raw).astype(np.float32)
+        self.reference_source_ = "processed"      # 1r comes with its own (SF-referenced) axis
         return self._process_spectrum(raw).astype(np.float32)
 
     def process_many(self, raws: Iterable[RawFrame]) -> np.ndarray:
@@ -446,7 +458,7 @@ class Pipeline:
             size = max(int(cfg.zero_fill), n)
         gd = float(acq.group_delay_pts or 0.0)
         p0, p1 = self._phase_for(raw, fid, size, gd)
-        sr = acq.sr_Hz if acq.sr_Hz is not None else (cfg.sr_Hz or 0.0)
+        sr = self._sr_for(acq.sr_Hz)
         ppm = cached_ppm_axis(size, acq.sw_Hz, acq.sfo1_MHz, acq.bf1_MHz, sr)
         if cfg.reference_peak_ppm is not None:
             if self.ref_shift_ppm_ is None:
@@ -468,6 +480,24 @@ class Pipeline:
         theta = residual_phase(c, self.align_ref_)
         return self._baseline(c.real * np.cos(theta) - c.imag * np.sin(theta))
 
+    def _sr_for(self, frame_sr_Hz: float | None) -> float:
+        """The frame's SR (Hz): its own (``pdata/1/procs``), else the user's ``sr_Hz``, else the
+        SR an earlier frame of the run carried (the spectrometer's referencing does not change
+        within a run; a frame whose ``procs`` is missing or has no SF would otherwise get an
+        axis hundreds of ppm off), else 0. ``reference_source_`` records which."""
+        if frame_sr_Hz is not None:
+            self.run_sr_Hz_ = float(frame_sr_Hz)
+            self.reference_source_ = "frame"
+            return float(frame_sr_Hz)
+        if self.config.sr_Hz is not None:
+            self.reference_source_ = "config"
+            return float(self.config.sr_Hz)
+        if self.run_sr_Hz_ is not None:
+            self.reference_source_ = "run"
+            return self.run_sr_Hz_
+        self.reference_source_ = "peak" if self.config.reference_peak_ppm is not None else "none"
+        return 0.0
+
     def _shifted_axis(self, ppm: np.ndarray, shift: float) -> np.ndarray:
         """``ppm + shift``, kept while the axis and the shift stay the same (one per run)."""
         key = (id(ppm), ppm.size, float(ppm[0]), shift)
@@ -487,7 +517,12 @@ class Pipeline:
         if mode == "fixed":
             return cfg.phase0_deg, cfg.phase1_deg
         if mode == "procs" and raw.phase_deg is not None:
-            return float(raw.phase_deg[0]), float(raw.phase_deg[1])
+            self.run_procs_phase_ = (float(raw.phase_deg[0]), float(raw.phase_deg[1]))
+            return self.run_procs_phase_
+        if mode == "procs" and self.run_procs_phase_ is not None:
+            # a frame whose procs is missing: the latest phases TopSpin stored for this run
+            # (automatic phasing of one frame is unstable on real operando data)
+            return self.run_procs_phase_
         if mode == "auto":
             return estimate_phase(bruker_spectrum(fid, size, gd), cfg.phase1_max_deg)
         if self.phase_ is None:                      # "reference", or "procs" without procs

@@ -87,6 +87,8 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
     config = ProcessingConfig.from_dict(bundle.processing) if bundle.processing else None
     pipeline = pipeline_for(job.opts, config)
     run = load_run(job.nmr_dir, job.opts, pipeline=pipeline, run_id=job.run_id)
+    for note in run.meta.get("echem_notes", []):  # e.g. unreadable rows dropped from the log
+        print(f"note: {job.opts.echem}: {note}", file=sys.stderr, flush=True)
     if not len(run):
         raise InputError(job.nmr_dir, f"no readable frame ({len(run.skipped)} skipped)")
     det = OnlineDetector(bundle)
@@ -100,7 +102,8 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
         "package_version": _version(), "command_line": command_line,
         "inputs": {"nmr_dir": str(job.nmr_dir), "echem": str(job.opts.echem) if job.opts.echem else None,
                    "echem_start": job.opts.echem_start, "echem_tz": job.opts.echem_tz,
-                   "clock_offset_s": job.opts.clock_offset_s},
+                   "clock_offset_s": job.opts.clock_offset_s,
+                   "echem_notes": list(run.meta.get("echem_notes", []))},
         "run": {"run_id": run.run_id, "n_frames": len(run), "n_skipped": len(run.skipped),
                 "t0": run.meta.get("t0")},
         "alarm_episodes": _episodes(rows),

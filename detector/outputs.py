@@ -359,8 +359,36 @@ def _hashable_key(v: Any) -> Any:
     return v
 
 
+def _exclusive_lock(lock_path: Path, for_path: Path):
+    """Open ``lock_path`` and take an exclusive, non-blocking lock on it; the open file is the
+    lock (close it to release; the OS releases it when the process dies). Raises
+    :class:`EventLogError` naming ``for_path`` when another process holds it."""
+    try:
+        fh = open(lock_path, "a+b")
+    except OSError as exc:
+        raise EventLogError(lock_path, f"cannot create the lock file: {exc.strerror}") from None
+    try:
+        if os.name == "nt":
+            import msvcrt
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise EventLogError(for_path, f"another process is writing it (lock {lock_path.name} is "
+                                      "held): stop that watcher, or give another --events file") \
+            from None
+    return fh
+
+
 class EventLog:
     """Append-only JSON-lines file of ``watch`` events; safe against kill -9.
+
+    One process at a time: opening takes an exclusive lock on ``<path>.lock`` (released by
+    :meth:`close` or when the process ends, however it ends); a second writer is refused with
+    :class:`EventLogError`.
 
     On opening an existing file it reads every line to learn which frames are already
     recorded (:meth:`already_logged`). A last line without its newline (the watcher was killed
@@ -393,17 +421,25 @@ class EventLog:
         self._n = 0
         self._last: dict | None = None
         self._fh = None
+        self._lock = None
         if not self.path.parent.is_dir():
             raise EventLogError(self.path, f"folder {self.path.parent} does not exist")
-        existed = self.path.exists()
-        if existed:
-            self._recover()
+        # one writer per file: a second watcher on the same events would repeat every frame
+        # and fire every alarm twice (the lock goes with the process, kill -9 included)
+        self._lock = _exclusive_lock(Path(f"{self.path}.lock"), self.path)
         try:
-            self._fh = open(self.path, "ab")
-        except OSError as exc:
-            raise EventLogError(self.path, f"cannot open for appending: {exc.strerror}") from None
-        if not existed:
-            _fsync_dir(self.path.parent)
+            existed = self.path.exists()
+            if existed:
+                self._recover()
+            try:
+                self._fh = open(self.path, "ab")
+            except OSError as exc:
+                raise EventLogError(self.path, f"cannot open for appending: {exc.strerror}") from None
+            if not existed:
+                _fsync_dir(self.path.parent)
+        except BaseException:
+            self._release()
+            raise
 
     # reading back ---------------------------------------------------------------------
     def _recover(self) -> None:
@@ -497,6 +533,13 @@ class EventLog:
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:
             self._fh.close()
+        self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock.close()          # closing the descriptor drops the lock
 
     def __enter__(self) -> "EventLog":
         return self

@@ -49,6 +49,8 @@ class WatchConfig:
     echem_grace_s: float = 120.0   # wait this long for the log to cover a frame's window
     fs_events: str = "auto"        # file-system events wake the poll early: auto | on | off
     settle_s: float = 0.05         # after a wake-up, let a burst of writes finish first
+    arrival_grace_s: float = 60.0  # a frame missing a file is waited for this long after its
+                                   # folder last changed (a copy still bringing it), then skipped
 
 
 class Watcher:
@@ -66,20 +68,24 @@ class Watcher:
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.action = action
         self.events = EventLog(events)
-        if self.events.torn_bytes:
-            self.log(f"note: {events}: dropped a torn last line ({self.events.torn_bytes} bytes) "
-                     "left by an interrupted write")
+        # (a torn last line left by a kill is cut and reported by EventLog itself, once)
         self.state_path = Path(state_path) if state_path else Path(f"{Path(events)}.state.json")
         self.state = WatchState.load(self.state_path)
         config_dict = bundle.processing
         self.pipeline = pipeline_for(opts, ProcessingConfig.from_dict(config_dict) if config_dict else None)
         self.detector = OnlineDetector(bundle)
-        self.asm = RunAssembler(_run_id(self.nmr_dir), self.pipeline, None)
+        self.asm = RunAssembler(_run_id(self.nmr_dir), self.pipeline, None, on_note=self.log)
         self.follower = None
         if opts.echem is not None:
             from lisentry.datasets.io.potentiostat import EchemFollower
+            from lisentry.datasets.io.potentiostat import _resolve_start, _zone
+            _zone(opts.echem_tz)                      # bad options: one line now, not per poll
+            _resolve_start(opts.echem_start, opts.echem_tz)
             self.follower = EchemFollower(opts.echem, start=opts.echem_start, tz=opts.echem_tz,
                                           clock_offset_s=opts.clock_offset_s)
+            # a log that exists and cannot be used as it stands (no absolute start, another
+            # format) will not mend itself: refuse at start instead of warning at every poll
+            self.follower.poll()
         self._restore()
         self._waiting_since: dict = {}
         self._echem_notes: set = set()
@@ -173,12 +179,12 @@ class Watcher:
             return True
         log = self.follower.poll()
         self.asm.echem = log if len(log) else None
-        if not len(log):
-            # say once why the log gives nothing (e.g. a live .mpr without its timestamp)
-            for note in log.notes:
-                if note not in self._echem_notes and note != "file does not exist yet":
-                    self._echem_notes.add(note)
-                    self.log(f"note: {self.opts.echem}: {note}")
+        # say each note once: why the log gives nothing (a live .mpr without its timestamp),
+        # or what was dropped from it (unreadable rows)
+        for note in log.notes:
+            if note not in self._echem_notes and note != "file does not exist yet":
+                self._echem_notes.add(note)
+                self.log(f"note: {self.opts.echem}: {note}")
         if len(log) and log.t_utc_s[-1] >= raw.acq_end.timestamp():
             return True
         first = self._waiting_since.setdefault(raw.expno, time.monotonic())
@@ -199,8 +205,12 @@ class Watcher:
             self._skip(key, err)
             return True
         if frame.status.startswith("echem") and self.opts.echem is not None:
-            self.log(f"note: {self.opts.echem}: potential log does not cover frame {raw.expno} "
-                     f"({frame.status}); labelled on the spectrum alone")
+            if frame.potential_V is None or not math.isfinite(frame.potential_V):
+                self.log(f"note: {self.opts.echem}: potential log does not cover frame "
+                         f"{raw.expno} ({frame.status}); labelled on the spectrum alone")
+            else:
+                self.log(f"note: {self.opts.echem}: potential log covers frame {raw.expno} only "
+                         f"in part ({frame.status}); its potential is from the covered part")
         before = self.state.extra.get("alarm")
         row = {"event": "frame", **self.detector.last_row}
         row["alarm"] = self.detector.alarm
@@ -244,6 +254,8 @@ class Watcher:
                     break  # still acquiring: wait for it
                 raw = err  # aborted (a later acquisition started): report and skip it
             except InputError as err:
+                if self._still_arriving(path, err):
+                    break  # a copy or mirror has not brought the file yet: wait for it
                 raw = err
             except Exception as exc:  # noqa: BLE001 - never exit on a bad frame
                 raw = InputError(path, f"unexpected {type(exc).__name__}: {exc}")
@@ -251,6 +263,19 @@ class Watcher:
                 break
             n += 1
         return n
+
+    def _still_arriving(self, path: Path, err: InputError) -> bool:
+        """A file of the frame is missing but its folder changed less than ``arrival_grace_s``
+        ago: files are still being copied in (``rsync`` brings ``audita.txt`` before ``fid``)."""
+        if err.reason != "missing":
+            return False
+        newest = 0.0
+        for p in (path, *path.iterdir()) if path.is_dir() else ():
+            try:
+                newest = max(newest, p.stat().st_mtime)
+            except OSError:
+                pass
+        return time.time() - newest < self.cfg.arrival_grace_s
 
     def _poll_ser(self, ser: Path) -> int:
         try:
@@ -279,6 +304,7 @@ class Watcher:
                 except ValueError:  # not in the main thread
                     pass
         total, last_new = 0, time.monotonic()
+        last_warning = None
         self.fs_wakeup = self._start_fs_events()
         try:
             while not self._stop:
@@ -286,8 +312,12 @@ class Watcher:
                     self.fs_wakeup.clear()     # changes from now on wake the next wait
                 try:
                     n = self.poll_once()
+                    last_warning = None
                 except LisentryError as err:
-                    self.log(f"warning: {err}")
+                    # say it once, not at every poll (e.g. a run folder not created yet)
+                    if str(err) != last_warning:
+                        self.log(f"warning: {err}; waiting")
+                    last_warning = str(err)
                     n = 0
                 total += n
                 if n:

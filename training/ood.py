@@ -535,7 +535,7 @@ def process_raws(run_id: str, raws: Sequence[RawFrame], sim, pipeline_config: Pr
     """Process raw frames as ``label`` would (one fresh pipeline per run); frames the pipeline
     refuses are left out. Returns the frames and the indices (into ``raws``) they came from."""
     from lisentry.datasets.loading import RunAssembler
-    asm = RunAssembler(run_id, Pipeline(pipeline_config), sim.echem)
+    asm = RunAssembler(run_id, Pipeline(pipeline_config), sim.echem, on_note=None)
     windows = sim.echem.window_stats_many([r.acq_start for r in raws], [r.acq_end for r in raws])
     frames, idx = [], []
     for k, raw in enumerate(raws):

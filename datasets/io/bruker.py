@@ -1084,7 +1084,10 @@ def acquisition_state(expdir: str | Path) -> str:
 
     1. No folder, or neither ``acqus`` nor ``fid``/``ser`` in it: ``"missing"``.
     2. ``audita.txt`` has a completed acquisition entry (a ``started at`` time and an end,
-       not TopSpin 4.3's ``acquisition in progress``): ``"complete"``. TopSpin writes it last.
+       not TopSpin 4.3's ``acquisition in progress``): ``"complete"`` once the data file is
+       there too. TopSpin writes audita last, but a copy or mirror of the folder (``rsync``
+       goes alphabetically: ``audita.txt`` before ``fid``) may bring it first; until the data
+       file arrives the state is ``"in_progress"``, unless rule 3 applies.
     3. A later experiment number has started (its ``acqus`` or data file exists): ``"complete"``
        (TopSpin runs one acquisition at a time, so this one ended or was aborted).
     4. ``audita.txt`` exists but has only an in-progress entry (or cannot be parsed yet, e.g.
@@ -1116,7 +1119,9 @@ def acquisition_state(expdir: str | Path) -> str:
         except InputError:
             audita_entries = None
         if audita_entries is not None and _audita_window(audita_entries) is not None:
-            return "complete"
+            if data.exists():   # (a lost acqus is reported by the reader, not waited for)
+                return "complete"
+            return "complete" if _successor_started(expdir) else "in_progress"
     if _successor_started(expdir):
         return "complete"
     if audita.exists():

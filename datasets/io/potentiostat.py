@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lisentry.datasets.errors import EchemFormatError
+from lisentry.datasets.errors import ConfigError, EchemFormatError
 from lisentry.datasets.frame import utc
 
 __all__ = [
@@ -71,7 +71,8 @@ def _zone(tz: str | None):
 
         return ZoneInfo(tz)
     except Exception as exc:  # ZoneInfoNotFoundError, ValueError
-        raise ValueError(f"unknown time zone {tz!r} (use an IANA name like 'Europe/London')") from exc
+        # ConfigError is a ValueError: one line at the command line, still caught as before
+        raise ConfigError(f"unknown time zone {tz!r} (use an IANA name like 'Europe/London')") from exc
 
 
 def to_utc_datetime(value: datetime | str, tz: str | None = None) -> datetime:
@@ -841,7 +842,7 @@ def _resolve_start(start, tz) -> datetime | None:
     try:
         return to_utc_datetime(start, tz)
     except ValueError as exc:
-        raise ValueError(f"cannot read the echem start {start!r}: {exc}") from None
+        raise ConfigError(f"cannot read the echem start {start!r}: {exc}") from None
 
 
 START_HINT = "pass the time of time/s = 0 with start=... (command line: --echem-start ISO)"

@@ -162,7 +162,7 @@ def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
 def to_run(sim: SimulatedRun, pipeline) -> Run:
     """Process a simulated run in memory through the same assembler as real data."""
     from lisentry.datasets.loading import RunAssembler
-    asm = RunAssembler(sim.run_id, pipeline, sim.echem)
+    asm = RunAssembler(sim.run_id, pipeline, sim.echem, on_note=None)
     windows = sim.echem.window_stats_many([r.acq_start for r in sim.raws],
                                           [r.acq_end for r in sim.raws])
     frames: list[Frame] = []

@@ -159,7 +159,8 @@ def test_bad_frames_in_a_live_run_are_reported_and_skipped(live_run, tiny_bundle
     # expno 6 has a hole in the potentiostat log (no row inside its window: frames are back to back)
     live.echem_holes.append((raws[5].acq_start.timestamp() + 5, raws[5].acq_end.timestamp() - 5))
     events = tmp_path / "ev.jsonl"
-    w, out, logs = make_watcher(live, tiny_bundle, events)
+    # no grace for files still arriving: here a lost file is lost (see the test below)
+    w, out, logs = make_watcher(live, tiny_bundle, events, arrival_grace_s=0.0)
     bad = {}
     for k in range(len(raws)):
         live.frame(k)
@@ -185,7 +186,9 @@ def test_bad_frames_in_a_live_run_are_reported_and_skipped(live_run, tiny_bundle
             assert len(new) == 1 and "\n" not in new[0]
             assert new[0].startswith("skipped: ") and str(bad[expno].parent) in new[0]
         elif expno == 6:
-            assert len(new) == 1 and str(live.mpt) in new[0] and "echem_gap" in new[0]
+            # the log's own note (the gap, said once) and the frame's
+            assert len(new) == 2 and all(str(live.mpt) in m for m in new)
+            assert "gap" in new[0] and "echem_gap" in new[1]
         else:
             assert new == []
     evs = helpers.read_events(events)
@@ -204,3 +207,36 @@ def test_bad_frames_in_a_live_run_are_reported_and_skipped(live_run, tiny_bundle
     assert_same_as_label(frames, ref)
     sk = pd.read_csv(tmp_path / "ref.skipped.csv")
     assert sk["frame"].tolist() == [3, 4, 5]
+
+
+def test_a_frame_whose_files_are_still_arriving_is_waited_for(live_run, tiny_bundle, tmp_path):
+    """A mirror (rsync copies alphabetically) brings ``audita.txt`` before ``fid``, and a
+    ``cp -r`` may bring ``fid`` before ``acqus``: the frame is waited for, not skipped for good;
+    a file that never comes is skipped once the folder has been quiet for ``arrival_grace_s``."""
+    import shutil
+    import time as _time
+    live = live_run
+    events = tmp_path / "ev.jsonl"
+    w, out, logs = make_watcher(live, tiny_bundle, events, arrival_grace_s=0.5)
+    live.frame(0)
+    assert w.poll_once() == 1
+    live.frame(1)
+    d = live.expdir(1)
+    held = tmp_path / "held"
+    held.mkdir()
+    shutil.move(str(d / "fid"), held / "fid")          # audita.txt there, fid not yet
+    assert w.poll_once() == 0 and not any(m.startswith("skipped") for m in logs)
+    shutil.move(str(held / "fid"), d / "fid")
+    assert w.poll_once() == 1                            # labelled once it arrived
+    live.frame(2)
+    d = live.expdir(2)
+    shutil.move(str(d / "acqus"), held / "acqus")      # acqus not yet (cp -r order)
+    assert w.poll_once() == 0
+    _time.sleep(0.6)                                     # ... and it never comes
+    assert w.poll_once() == 1
+    assert any(m.startswith("skipped") and "acqus: missing" in m for m in logs)
+    w.events.close()
+    frames = [json.loads(s) for s in events.read_text().splitlines()]
+    assert [(e.get("event"), e["frame"]) for e in frames] == [
+        ("frame", live.sim.raws[0].expno), ("frame", live.sim.raws[1].expno),
+        ("skipped", live.sim.raws[2].expno)]

@@ -223,3 +223,30 @@ def test_eventlog_survives_sigkill_and_restart(tmp_path):
     frames = [json.loads(x)["frame"] for x in p.read_text().splitlines()]
     assert frames == list(range(len(frames)))           # no frame dropped, none repeated
     assert len(frames) >= 60 and log.n_events == len(frames)
+
+
+def test_eventlog_one_writer_at_a_time(tmp_path):
+    """A second watcher on the same events file would write every frame twice."""
+    p = tmp_path / "events.jsonl"
+    first = EventLog(p)
+    with pytest.raises(EventLogError, match="another process is writing it"):
+        EventLog(p)
+    # the refused opener changed nothing; the first writer goes on
+    first.append({"frame": 1})
+    first.close()
+    with EventLog(p) as again:      # released on close
+        assert again.already_logged(1)
+    # and released when the holder dies without closing (kill -9)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from lisentry.detector.outputs import EventLog
+        log = EventLog(sys.argv[1]); print("locked", flush=True); time.sleep(60)
+    """), str(p)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(EventLogError, match="another process"):
+            EventLog(p)
+    finally:
+        proc.kill()
+        proc.wait()
+    EventLog(p).close()
