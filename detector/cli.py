@@ -190,11 +190,19 @@ def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of 
     else:
         out.mkdir(parents=True, exist_ok=True)
         jobs = read_manifest(manifest, out, suffix, opts) if manifest else []
+        from dataclasses import replace
+        from lisentry.datasets.loading import _run_id
         for r in runs:
             nmr_dir, found = find_run_inputs(r)
-            from dataclasses import replace
-            jobs.append(RunJob(Path(r).name, nmr_dir, out / f"{Path(r).name}{suffix}",
-                               replace(opts, echem=found)))
+            rid = _run_id(Path(r))        # RUN/nmr is run RUN, not "nmr"
+            jobs.append(RunJob(rid, nmr_dir, out / f"{rid}{suffix}", replace(opts, echem=found)))
+        seen: dict = {}
+        for j in jobs:  # two runs with one name would overwrite each other's labels
+            if j.run_id in seen:
+                _err(f"error: runs {seen[j.run_id]} and {j.nmr_dir} would both write "
+                     f"{j.out}: give run folders with distinct names")
+                raise typer.Exit(2)
+            seen[j.run_id] = j.nmr_dir
     model_path = str(model or default_bundle_path())
     load_model(model_path)  # fail early, with one line, on a bad bundle
     outcomes = label_many(jobs, model_path, workers=workers, plot=plot, report=report,

@@ -86,6 +86,8 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
     t0 = time.perf_counter()
     config = ProcessingConfig.from_dict(bundle.processing) if bundle.processing else None
     pipeline = pipeline_for(job.opts, config)
+    if not Path(job.nmr_dir).is_dir():
+        raise InputError(job.nmr_dir, "NMR folder missing")
     run = load_run(job.nmr_dir, job.opts, pipeline=pipeline, run_id=job.run_id)
     for note in run.meta.get("echem_notes", []):  # e.g. unreadable rows dropped from the log
         print(f"note: {job.opts.echem}: {note}", file=sys.stderr, flush=True)
@@ -221,7 +223,8 @@ def label_many(jobs: list[RunJob], model_path: str, *, workers: int = 1, plot=Fa
             outcomes.append(oc)
             bar.update(1)
             if not oc.ok:
-                print(f"failed: {oc.error}", file=sys.stderr)
+                if len(jobs) > 1:  # said as it happens; the summary at the end says it too
+                    print(f"failed: {oc.error}", file=sys.stderr)
                 if halt_on_error:
                     break
         bar.close()

@@ -208,3 +208,20 @@ def test_bad_arguments_one_line_errors(runs, tiny_bundle, tmp_path):
     res = invoke("label", tmp_path / "missing", "--out", tmp_path / "x.csv", "--model", tiny_bundle)
     assert res.exit_code != 0 and "missing" in res.stderr and res.exception is None or \
         isinstance(res.exception, SystemExit)
+
+
+def test_runs_given_by_their_nmr_folders_keep_their_names(runs, tiny_bundle, tmp_path):
+    """RUN/nmr is run RUN: two such folders must not both write nmr.csv (the second would
+    overwrite the first); two inputs with one name are refused; a missing folder is one line."""
+    (_, dir_a, nmr_a, _), (_, dir_b, nmr_b, _) = runs["runA"], runs["runB"]
+    res = invoke("label", nmr_a, nmr_b, "--echem-tz", "UTC", "--out", tmp_path / "o",
+                 "--model", tiny_bundle)
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.csv")
+                  if not p.name.endswith(".skipped.csv")) == ["runA.csv", "runB.csv"]
+    res = invoke("label", nmr_a, dir_a, "--out", tmp_path / "o2", "--model", tiny_bundle)
+    assert res.exit_code == 2 and "would both write" in res.stderr
+    res = invoke("label", tmp_path / "nope" / "nmr", "--out", tmp_path / "x.csv",
+                 "--model", tiny_bundle)
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [f"nope: FAILED: {tmp_path / 'nope' / 'nmr'}: NMR folder missing"]
