@@ -219,7 +219,8 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
     Parameters
     ----------
     directory : str or Path
-        Bundle folder; existing ``card.json``/``weights.safetensors`` are replaced.
+        Bundle folder; existing ``card.json``/``weights.safetensors`` are replaced and a
+        previous bundle's OOD scorer files (:data:`OOD_FILES`) removed.
     model : nn.Module
         A model whose class is registered in :data:`~lisentry.models.registry.MODELS`
         and has a JSON-safe ``config`` dict of constructor arguments.
@@ -310,6 +311,10 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
     tmp_c = d / (CARD + ".tmp")
     tmp_c.write_text(text, encoding="utf-8")
     os.replace(tmp_c, d / CARD)
+    # A previous bundle's OOD scorer belongs to other weights; the new card names none, and
+    # bundle_hash would still count its files. attach_ood_scorer writes a fresh one.
+    for fname in OOD_FILES:
+        (d / fname).unlink(missing_ok=True)
     return d
 
 
@@ -394,14 +399,9 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
         raise BundleError(card_path, f"not valid JSON ({exc})") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise BundleError(card_path, f"not a lisentry bundle card (format is not '{FORMAT}')")
-    for key in ("format_version", "classes", "nucleus", "ppm_grid", "model", "weights_sha256"):
-        if key not in card:
-            raise BundleError(card_path, f"'{key}' missing")
-    if int(card["format_version"]) > FORMAT_VERSION:
-        raise BundleError(card_path, f"bundle format {card['format_version']} is newer than this "
-                                     f"lisentry reads ({FORMAT_VERSION}); upgrade lisentry")
-    inputs = card.get("inputs", {})
-    if (list(inputs.get("echem_features", [])) != list(ECHEM_FEATURES)
+    _check_card(card, card_path)
+    inputs = card.get("inputs") or {}
+    if (inputs.get("echem_features") != list(ECHEM_FEATURES)
             or inputs.get("echem_features_version") != ECHEM_FEATURES_VERSION):
         raise BundleError(card_path, f"echem features {inputs.get('echem_features')} "
                                      f"v{inputs.get('echem_features_version')} differ from this "
@@ -430,15 +430,21 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
         raise BundleError(weights_path,
                           "SHA-256 does not match card.json (file changed or corrupt)")
     spec = card["model"]
+    kw = spec.get("kwargs") or {}
     try:
-        model = build_model(spec["name"], spec.get("kwargs", {}))
-    except (ConfigError, TypeError) as exc:
-        raise BundleError(card_path, f"model {spec.get('name')!r}: {exc}") from None
+        model = build_model(spec["name"], kw)
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError(card_path, f"model {spec.get('name')!r}: {first}") from None
     if list(getattr(model, "classes", card["classes"])) != list(card["classes"]):
         raise BundleError(card_path, "classes differ from the model's constructor arguments")
-    kw = spec.get("kwargs", {})
-    on_grid = (_close(kw.get("ppm_min", -100.0), card_grid[0])
-               and _close(kw.get("ppm_step", 0.5), card_grid[2]))
+    n_model = getattr(model, "n_ppm", None)
+    if isinstance(n_model, int) and n_model != card["ppm_grid"]["n"]:
+        raise BundleError(card_path, f"'ppm_grid' has {card['ppm_grid']['n']} points; the model "
+                                     f"takes {n_model}")
+    ppm_min, ppm_step = kw.get("ppm_min", -100.0), kw.get("ppm_step", 0.5)
+    on_grid = (_is_number(ppm_min) and _is_number(ppm_step)
+               and _close(ppm_min, card_grid[0]) and _close(ppm_step, card_grid[2]))
     if (kw.get("descriptors") or kw.get("heads") == "factored") and not on_grid:
         # the descriptor and branch windows are placed on the model's own grid
         raise BundleError(card_path, f"the model's descriptor grid (min {kw.get('ppm_min')}, step "
@@ -456,6 +462,75 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
                   ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d),
                   ood_scorer=scorer)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _short(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_card(card: dict, card_path: Path) -> None:
+    """Check the shape of the card's fields that :func:`load_bundle` uses, so a tampered or
+    hand-edited card gives one :class:`BundleError` line naming the field, not a traceback."""
+    def bad(field: str, must: str, got: Any) -> BundleError:
+        return BundleError(card_path, f"'{field}' must be {must}. Got {_short(got)}.")
+
+    for key in ("format_version", "classes", "nucleus", "ppm_grid", "model", "weights_sha256"):
+        if key not in card:
+            raise BundleError(card_path, f"'{key}' missing")
+    fv = card["format_version"]
+    if not (isinstance(fv, int) and not isinstance(fv, bool) and fv >= 1):
+        raise bad("format_version", "an int >= 1", fv)
+    if fv > FORMAT_VERSION:
+        raise BundleError(card_path, f"bundle format {fv} is newer than this "
+                                     f"lisentry reads ({FORMAT_VERSION}); upgrade lisentry")
+    classes = card["classes"]
+    if not (isinstance(classes, list) and len(classes) >= 2
+            and all(isinstance(c, str) and c for c in classes)):
+        raise bad("classes", "a list of at least 2 class names", classes)
+    if not (isinstance(card["nucleus"], str) and card["nucleus"]):
+        raise bad("nucleus", "a nucleus name such as '7Li'", card["nucleus"])
+    g = card["ppm_grid"]
+    if not isinstance(g, Mapping):
+        raise bad("ppm_grid", "a mapping {min, max, step, n}", g)
+    for k in ("min", "max", "step", "n"):
+        if k not in g:
+            raise BundleError(card_path, f"'ppm_grid.{k}' missing")
+        if not _is_number(g[k]):
+            raise bad(f"ppm_grid.{k}", "a finite number", g[k])
+    if not g["step"] > 0:
+        raise bad("ppm_grid.step", "> 0", g["step"])
+    if not (isinstance(g["n"], int) and g["n"] >= 2
+            and _close(g["min"] + (g["n"] - 1) * g["step"], g["max"])):
+        raise bad("ppm_grid.n", f"an int >= 2 with min + (n - 1) * step = max "
+                                f"({g['min']:g} + (n - 1) * {g['step']:g} = {g['max']:g})", g["n"])
+    spec = card["model"]
+    if not isinstance(spec, Mapping):
+        raise bad("model", "a mapping {name, class, kwargs}", spec)
+    if not (isinstance(spec.get("name"), str) and spec["name"]):
+        raise bad("model.name", "a registered model name", spec.get("name"))
+    if not isinstance(spec.get("kwargs") or {}, Mapping):
+        raise bad("model.kwargs", "a mapping of constructor arguments", spec.get("kwargs"))
+    if not isinstance(card["weights_sha256"], str):
+        raise bad("weights_sha256", "a SHA-256 hex digest", card["weights_sha256"])
+    if not isinstance(card.get("inputs") or {}, Mapping):
+        raise bad("inputs", "a mapping", card.get("inputs"))
+    for key in ("processing", "detector", "training_split", "metrics", "training_config"):
+        if not isinstance(card.get(key) or {}, Mapping):
+            raise bad(key, "a mapping or null", card.get(key))
+    t = card.get("temperature", 1.0)
+    if not (_is_number(t) and t > 0):
+        raise bad("temperature", "a number > 0 (the calibration temperature)", t)
+    thr = card.get("ood_threshold")
+    if thr is not None and not _is_number(thr):
+        raise bad("ood_threshold", "a finite number or null", thr)
+    h = card.get("horizon_s")
+    if h is not None and not (_is_number(h) and h > 0):
+        raise bad("horizon_s", "a number > 0 or null", h)
 
 
 # ---------------------------------------------------------------------- OOD scorer

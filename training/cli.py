@@ -8,6 +8,28 @@ from typing import Annotated, List, Optional
 import typer
 
 
+def dataset_nucleus(ds) -> str | None:
+    """The one nucleus of a dataset's frames (manifest's processing config when the frame table
+    has none); None when unknown.
+
+    Raises
+    ------
+    InputError
+        If the dataset mixes nuclei.
+    """
+    from lisentry.datasets.errors import InputError
+    nuclei: list[str] = []
+    if "nucleus" in ds.frames.columns:
+        nuclei = sorted({str(n) for n in ds.frames["nucleus"].dropna() if str(n)})
+    if not nuclei:
+        n = (ds.manifest.get("processing") or {}).get("nucleus")
+        nuclei = [str(n)] if n else []
+    if len(nuclei) > 1:
+        raise InputError(ds.path, f"frames of several nuclei ({', '.join(nuclei)}); a model is "
+                                  "for one")
+    return nuclei[0] if nuclei else None
+
+
 def register(app: typer.Typer, friendly_errors) -> None:
     @app.command()
     @friendly_errors
@@ -98,16 +120,16 @@ def register(app: typer.Typer, friendly_errors) -> None:
         from lisentry.training.evaluate import (evaluate_predictions, format_table,
                                                 predict_runs, save_json)
         ds = Dataset(dataset)
-        bundle = load_bundle(model, expect_grid=ds.ppm_grid,
+        bundle = load_bundle(model, expect_grid=ds.ppm_grid, expect_nucleus=dataset_nucleus(ds),
                              expect_processing=ds.manifest.get("processing"))
         card = bundle.card
-        det = card.get("detector", {})
+        det = card.get("detector") or {}
         policy = AlarmPolicy(enter=det.get("enter", 0.6), exit=det.get("exit", 0.4),
                              min_consecutive=det.get("min_consecutive", 2))
         if split == "all":
             ids = ds.run_ids
         else:
-            ids = [r for r in card.get("training_split", {}).get(split, []) if r in set(ds.run_ids)]
+            ids = [r for r in (card.get("training_split") or {}).get(split, []) if r in set(ds.run_ids)]
             if not ids:
                 typer.echo(f"error: no runs of split {split!r} of this model are in {dataset}", err=True)
                 raise typer.Exit(2)

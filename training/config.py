@@ -11,7 +11,11 @@ Example (``configs/train-default.yaml``)::
     detector: {enter: 0.6, exit: 0.4, min_consecutive: 2, horizon_s: 3600}
     mlflow: {experiment: lisentry, register_as: lisentry-default, alias: champion}
 
-Overrides use dotted keys: ``--set train.epochs=5 --set model.hidden=32``.
+Overrides use dotted keys: ``--set train.epochs=5 --set model.hidden=32``. Values are read as
+YAML, with ``1e-3`` a float (YAML 1.2; plain PyYAML reads it as a string). Every value is checked
+against :data:`SCHEMA` (``model.*`` against the registered model's constructor arguments and
+:data:`MODEL_SCHEMA`) before anything is trained; a wrong type or range is one ConfigError line
+naming the key, what it must be and what it got.
 
 Loss weighting: ``train.class_weight`` (``none``, ``balanced``, ``sqrt_balanced``) weighs the
 classes by their frequency over all training frames; ``train.run_balance`` (0..1, default 0)
@@ -52,6 +56,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -103,30 +110,231 @@ class TrainConfig:
         return copy.deepcopy(self.data)
 
 
+# ---------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3``, ``5E-4`` and ``1e5`` as floats.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot (``1.0e-3``), so ``lr: 1e-3``
+    came back as the string ``'1e-3'``. The float resolver is replaced by the YAML 1.2 one.
+    """
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != _FLOAT_TAG]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+
+
+# ---------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Param:
+    """One config value's type and range.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``choice``, ``ints`` (list of ints),
+    ``strs`` (list of str) or ``pair`` (two numbers ``[lo, hi]``, ``lo <= hi``); ``lo``/``hi``
+    bound numbers (and list items), open when ``lo_open``/``hi_open``; ``optional`` allows null.
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+    optional: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            out = "true or false"
+        elif self.kind == "choice":
+            out = "one of " + ", ".join(map(str, self.choices))
+        elif self.kind == "str":
+            out = "a string"
+        elif self.kind == "strs":
+            out = "a list of " + (", ".join(self.choices) if self.choices else "strings")
+        else:
+            if self.kind == "pair":
+                return f"two numbers [lo, hi] with {self.lo:g} <= lo <= hi"
+            noun = {"int": "an int", "float": "a number", "ints": "a non-empty list of ints"}[self.kind]
+            out = noun + self._range()
+        if self.optional:
+            out += " or null"
+        return out + (f" ({self.note})" if self.note else "")
+
+    def _range(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            return f" in {'(' if self.lo_open else '['}{lo:g}, {hi:g}{')' if self.hi_open else ']'}"
+        if lo is not None:
+            return f" {'>' if self.lo_open else '>='} {lo:g}"
+        if hi is not None:
+            return f" {'<' if self.hi_open else '<='} {hi:g}"
+        return ""
+
+    def _in_range(self, x: float) -> bool:
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        if self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi):
+            return False
+        return True
+
+    def _number(self, x, integer: bool) -> bool:
+        if isinstance(x, bool):
+            return False
+        if integer:
+            return isinstance(x, int) and self._in_range(x)
+        return isinstance(x, (int, float)) and math.isfinite(x) and self._in_range(x)
+
+    def ok(self, x) -> bool:
+        if x is None:
+            return self.optional
+        k = self.kind
+        if k == "bool":
+            return isinstance(x, bool)
+        if k == "str":
+            return isinstance(x, str) and x != ""
+        if k == "choice":
+            return not isinstance(x, (bool, list, dict)) and x in self.choices
+        if k in ("int", "float"):
+            return self._number(x, k == "int")
+        if k == "ints":
+            return isinstance(x, list) and len(x) >= 1 and all(self._number(v, True) for v in x)
+        if k == "strs":
+            return isinstance(x, list) and all(isinstance(v, str) for v in x) and \
+                (not self.choices or set(x) <= set(self.choices))
+        if k == "pair":
+            return (isinstance(x, list) and len(x) == 2 and all(self._number(v, False) for v in x)
+                    and x[0] <= x[1])
+        raise AssertionError(k)
+
+
+def _int(lo=None, hi=None, **kw) -> Param:
+    return Param("int", lo, hi, **kw)
+
+
+def _float(lo=None, hi=None, **kw) -> Param:
+    return Param("float", lo, hi, **kw)
+
+
+_BOOL = Param("bool")
+_FRAC = _float(0, 1)
+
+#: Type and range of every training config key (dotted) except ``model.*``, which
+#: :data:`MODEL_SCHEMA` covers per registered model.
+SCHEMA: dict[str, Param] = {
+    "dataset": Param("str", optional=True),
+    "out": Param("str"),
+    "seed": _int(0),
+    "init_from": Param("str", optional=True),
+    "split.val_frac": _float(0, 1, lo_open=True, hi_open=True),
+    "split.test_frac": _float(0, 1, hi_open=True),
+    "split.leave_out_families": Param("strs", note="family names; a single name is taken as a list of one"),
+    "split.seed": _int(0),
+    "train.epochs": _int(1),
+    "train.lr": _float(0, lo_open=True),
+    "train.weight_decay": _float(0),
+    "train.batch_runs": _int(1),
+    "train.patience": _int(1),
+    "train.max_minutes": _float(0, lo_open=True),
+    "train.aux_weight": _float(0),
+    "train.class_weight": Param("choice", choices=("none", "balanced", "sqrt_balanced")),
+    "train.run_balance": _FRAC,
+    "train.weight_average_from": _float(0, 1, note="0 = off"),
+    "train.device": Param("choice", choices=("auto", "cpu", "cuda")),
+    "train.threads": _int(0, note="0 = torch's default"),
+    "train.grad_clip": _float(0, optional=True, note="0 or null = off"),
+    "train.augment.intensity_jitter": _float(0),
+    "train.augment.shift_ppm": _float(0),
+    "train.augment.drop_echem": _FRAC,
+    "train.augment.mix_prob": _FRAC,
+    "train.augment.mix_scale": Param("pair", 0),
+    "train.augment.noise_prob": _float(0, 1, note="0 = off"),
+    "train.augment.noise_max_factor": _float(1),
+    "detector.enter": _FRAC,
+    "detector.exit": _FRAC,
+    "detector.min_consecutive": _int(1),
+    "detector.horizon_s": _float(0, lo_open=True),
+    "detector.tune_policy": _BOOL,
+    "detector.max_false_alarms_per_100h": _float(0),
+    "mlflow.enabled": _BOOL,
+    "mlflow.experiment": Param("str"),
+    "mlflow.tracking_uri": Param("str", optional=True),
+    "mlflow.register_as": Param("str", optional=True),
+    "mlflow.alias": Param("str", optional=True),
+    "ood.score": Param("choice", choices=("feature", "energy")),
+    "ood.fit_runs": _int(1),
+    "ood.quantile": Param("choice", choices=(0.95, 0.99)),
+    "ood.components": Param("strs", choices=("mahalanobis", "pca_residual", "negative_area"),
+                            note="non-empty"),
+}
+
+#: Constructor arguments the trainer supplies itself (from the data): never in the config.
+MODEL_SUPPLIED = ("n_ppm", "n_echem", "classes")
+
+#: Types of the registered models' constructor arguments (the constructors check the rest).
+MODEL_SCHEMA: dict[str, dict[str, Param]] = {
+    "lisentry_net": {
+        "hidden": _int(1), "channels": Param("ints", 1), "pooled_bins": _int(1),
+        "echem_hidden": _int(1), "num_layers": _int(1), "dropout": _float(0, 1, hi_open=True),
+        "input_scale": _float(0, lo_open=True), "descriptors": _BOOL, "ppm_min": _float(),
+        "ppm_step": _float(0, lo_open=True), "cnn_dropout": _float(0, 1, hi_open=True),
+        "cnn": _BOOL, "heads": Param("choice", choices=("softmax", "factored")),
+        "branch_channels": Param("ints", 1), "branch_hidden": _int(1),
+        "branch_pooled_bins": _int(1), "branch_echem": _BOOL, "aux": Param("strs"),
+    },
+}
+
+
+def _param_error(key: str, must: str, got) -> ConfigError:
+    return ConfigError(f"The '{key}' parameter of the training config must be {must}. Got {got!r}.")
+
+
+def _unknown_key(where: str, key: str, known) -> ConfigError:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return ConfigError(f"unknown training config key {where!r}"
+                       + (f"; did you mean {hint[0]!r}?" if hint else
+                          f"; expected one of {sorted(known)}"))
+
+
 def _merge(base: dict, new: Mapping, path: str, defaults: Mapping) -> dict:
     out = copy.deepcopy(base)
     for k, v in new.items():
+        where = f"{path}.{k}" if path else str(k)
         if k not in defaults:
-            hint = difflib.get_close_matches(k, list(defaults), n=1)
-            where = f"{path}.{k}" if path else k
-            raise ConfigError(f"unknown training config key {where!r}"
-                              + (f"; did you mean {hint[0]!r}?" if hint else
-                                 f"; expected one of {sorted(defaults)}"))
-        if isinstance(defaults[k], dict) and k not in ("model",):
+            raise _unknown_key(where, str(k), defaults)
+        if isinstance(defaults[k], dict) and k != "model":
             if not isinstance(v, Mapping):
-                raise ConfigError(f"training config {path + '.' if path else ''}{k} must be a mapping. Got {v!r}.")
-            out[k] = _merge(out[k], v, f"{path}.{k}" if path else k, defaults[k])
+                raise ConfigError(f"training config {where} must be a mapping. Got {v!r}.")
+            out[k] = _merge(out[k], v, where, defaults[k])
         elif k == "model":
             if not isinstance(v, Mapping):
                 raise ConfigError(f"training config model must be a mapping. Got {v!r}.")
-            out[k] = {**out[k], **v}
+            out[k] = {**out[k], **v}  # keys are checked against the model's constructor later
         else:
             out[k] = v
     return out
 
 
-def _parse_value(text: str):
-    return yaml.safe_load(text)
+def _parse_value(text: str, key: str = ""):
+    """An override's value, read as YAML (``1e-3`` is a float)."""
+    try:
+        return _yaml_load(text)
+    except yaml.YAMLError as exc:
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {key}={text!r}: the value is not valid YAML ({why}); "
+                          f"quote strings and close brackets, e.g. {key}=[1, 2]") from None
 
 
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = (),
@@ -137,7 +345,7 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] =
     ----------
     path : path, optional
         YAML file; relative ``dataset``/``out``/``init_from`` paths are taken relative to the
-        current folder.
+        current folder. ``1e-3`` is read as a float (YAML 1.2), unlike plain PyYAML.
     overrides : sequence of str
         ``"section.key=value"`` strings (value parsed as YAML).
     base : mapping, optional
@@ -146,15 +354,18 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] =
     Raises
     ------
     ConfigError
-        Unknown keys (with a "did you mean"), wrong types or out-of-range values.
+        Unknown keys (with a "did you mean"), wrong types or out-of-range values (see
+        :data:`SCHEMA` and :data:`MODEL_SCHEMA`), in one line naming the key.
     """
-    data = copy.deepcopy(dict(base) if base else DEFAULTS)
+    data = copy.deepcopy(DEFAULTS)
+    if base:
+        data = _merge(data, base, "", DEFAULTS)
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: training config not found")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, Mapping):
@@ -164,59 +375,76 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] =
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} must look like section.key=value")
         key, value = ov.split("=", 1)
-        parts = key.strip().split(".")
+        key = key.strip()
+        parts = key.split(".")
         nested: dict = {}
         cur = nested
         for part in parts[:-1]:
             cur = cur.setdefault(part, {})
-        cur[parts[-1]] = _parse_value(value)
+        cur[parts[-1]] = _parse_value(value, key)
         data = _merge(data, nested, "", DEFAULTS)
     _validate(data)
     return TrainConfig(data, str(path) if path else None)
 
 
+def _get(d: Mapping, dotted: str):
+    cur: Any = d
+    for part in dotted.split("."):
+        cur = cur[part]
+    return cur
+
+
 def _validate(d: dict) -> None:
-    t = d["train"]
-    checks = [
-        ("train.epochs", t["epochs"], isinstance(t["epochs"], int) and t["epochs"] >= 1, "an int >= 1"),
-        ("train.lr", t["lr"], isinstance(t["lr"], (int, float)) and t["lr"] > 0, "> 0"),
-        ("train.batch_runs", t["batch_runs"], isinstance(t["batch_runs"], int) and t["batch_runs"] >= 1, "an int >= 1"),
-        ("train.patience", t["patience"], isinstance(t["patience"], int) and t["patience"] >= 1, "an int >= 1"),
-        ("train.max_minutes", t["max_minutes"], isinstance(t["max_minutes"], (int, float)) and t["max_minutes"] > 0, "> 0"),
-        ("train.device", t["device"], t["device"] in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
-        ("train.class_weight", t["class_weight"], t["class_weight"] in ("none", "balanced", "sqrt_balanced"),
-         "one of none, balanced, sqrt_balanced"),
-        ("train.run_balance", t["run_balance"],
-         isinstance(t["run_balance"], (int, float)) and 0 <= t["run_balance"] <= 1, "in [0, 1]"),
-        ("train.weight_average_from", t["weight_average_from"],
-         isinstance(t["weight_average_from"], (int, float)) and 0 <= t["weight_average_from"] <= 1,
-         "in [0, 1] (0 = off)"),
-        ("train.augment.noise_prob", t["augment"]["noise_prob"],
-         isinstance(t["augment"]["noise_prob"], (int, float)) and 0 <= t["augment"]["noise_prob"] <= 1,
-         "in [0, 1] (0 = off)"),
-        ("train.augment.noise_max_factor", t["augment"]["noise_max_factor"],
-         isinstance(t["augment"]["noise_max_factor"], (int, float)) and t["augment"]["noise_max_factor"] >= 1,
-         ">= 1"),
-        ("detector.horizon_s", d["detector"]["horizon_s"],
-         isinstance(d["detector"]["horizon_s"], (int, float)) and d["detector"]["horizon_s"] > 0, "> 0"),
-        ("detector.tune_policy", d["detector"]["tune_policy"],
-         isinstance(d["detector"]["tune_policy"], bool), "true or false"),
-        ("detector.max_false_alarms_per_100h", d["detector"]["max_false_alarms_per_100h"],
-         isinstance(d["detector"]["max_false_alarms_per_100h"], (int, float))
-         and d["detector"]["max_false_alarms_per_100h"] >= 0, ">= 0"),
-        ("split.val_frac", d["split"]["val_frac"], 0 < d["split"]["val_frac"] < 1, "in (0, 1)"),
-        ("ood.score", d["ood"]["score"], d["ood"]["score"] in ("feature", "energy"),
-         "one of feature, energy"),
-        ("ood.fit_runs", d["ood"]["fit_runs"], isinstance(d["ood"]["fit_runs"], int)
-         and d["ood"]["fit_runs"] >= 1, "an int >= 1"),
-        ("ood.quantile", d["ood"]["quantile"], d["ood"]["quantile"] in (0.95, 0.99), "0.95 or 0.99"),
-        ("ood.components", d["ood"]["components"], isinstance(d["ood"]["components"], list)
-         and len(d["ood"]["components"]) >= 1
-         and set(d["ood"]["components"]) <= {"mahalanobis", "pca_residual", "negative_area"},
-         "a non-empty list of mahalanobis, pca_residual, negative_area"),
-    ]
-    for name, got, ok, must in checks:
-        if not ok:
-            raise ConfigError(f"The '{name}' parameter of the training config must be {must}. Got {got!r}.")
+    """Check every value against :data:`SCHEMA` (normalising a few forms in place)."""
+    lofo = d["split"].get("leave_out_families")
+    if isinstance(lofo, str):  # a single family name
+        d["split"]["leave_out_families"] = [lofo]
+    elif lofo is None:
+        d["split"]["leave_out_families"] = []
+    for key, spec in SCHEMA.items():
+        got = _get(d, key)
+        if not spec.ok(got):
+            raise _param_error(key, spec.describe(), got)
+    if not d["ood"]["components"]:
+        raise _param_error("ood.components", SCHEMA["ood.components"].describe(), [])
+    sp = d["split"]
+    if sp["val_frac"] + sp["test_frac"] >= 1:
+        raise ConfigError(f"split.val_frac + split.test_frac must be < 1 (runs must be left for "
+                          f"training). Got {sp['val_frac']!r} + {sp['test_frac']!r}.")
+    det = d["detector"]
+    if det["exit"] > det["enter"]:
+        raise _param_error("detector.exit", f"<= detector.enter ({det['enter']!r})", det["exit"])
+    _validate_model(d["model"])
+    if d["train"]["device"] == "cuda":
+        import torch  # noqa: PLC0415  (only when CUDA is asked for)
+        if not torch.cuda.is_available():
+            raise ConfigError(f"The 'train.device' parameter of the training config is 'cuda' but "
+                              f"this torch ({torch.__version__}) sees no CUDA device; use auto or "
+                              "cpu.")
     if d["dataset"] is None:
         raise ConfigError("the training config needs 'dataset' (a folder built by `lisentry datasets build`)")
+
+
+def _validate_model(mc: dict) -> None:
+    """``model``: a registered name, and keys that its constructor takes (did-you-mean)."""
+    from lisentry.models.registry import MODELS  # noqa: PLC0415  (keeps this module light)
+    name = mc.get("name")
+    if not isinstance(name, str) or name not in MODELS:
+        hint = difflib.get_close_matches(str(name), list(MODELS), n=1)
+        raise ConfigError(f"The 'model.name' parameter of the training config must be one of "
+                          f"{', '.join(sorted(MODELS))}. Got {name!r}."
+                          + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    sig = inspect.signature(MODELS[name])
+    known = [p for p in sig.parameters if p not in MODEL_SUPPLIED and p != "self"]
+    schema = MODEL_SCHEMA.get(name, {})
+    for k, v in mc.items():
+        if k == "name":
+            continue
+        if k in MODEL_SUPPLIED:
+            raise ConfigError(f"training config key 'model.{k}' is set from the dataset; "
+                              "remove it from the config")
+        if k not in known:
+            raise _unknown_key(f"model.{k}", str(k), known + ["name"])
+        spec = schema.get(k)
+        if spec is not None and not spec.ok(v):
+            raise _param_error(f"model.{k}", spec.describe(), v)

@@ -264,3 +264,57 @@ def test_same_weights_give_the_same_weights_file_and_hash(tmp_path):
         hashes.add(json.loads((d / "card.json").read_text())["weights_sha256"])
         blobs.add((d / "weights.safetensors").read_bytes())
     assert len(hashes) == 1 and len(blobs) == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", 0, "'temperature' must be a number > 0"),
+    ("temperature", -1, "'temperature' must be a number > 0"),
+    ("temperature", "abc", "'temperature' must be a number > 0"),
+    ("format_version", "abc", "'format_version' must be an int >= 1. Got 'abc'."),
+    ("ppm_grid", "x", "'ppm_grid' must be a mapping"),
+    ("ppm_grid", {"min": 0.0, "max": 31.5, "n": 64}, "'ppm_grid.step' missing"),
+    ("ppm_grid", {"min": 0.0, "max": 31.5, "step": "a", "n": 64}, "'ppm_grid.step' must be a finite number"),
+    ("ppm_grid", {"min": 0.0, "max": 31.5, "step": 0.5, "n": 10}, "'ppm_grid.n' must be"),
+    ("model", 5, "'model' must be a mapping"),
+    ("model", {"name": 3}, "'model.name' must be"),
+    ("model", {"name": "lisentry_net", "kwargs": "x"}, "'model.kwargs' must be a mapping"),
+    ("classes", "abc", "'classes' must be a list"),
+    ("nucleus", 7, "'nucleus' must be"),
+    ("inputs", "x", "'inputs' must be a mapping"),
+    ("detector", [1], "'detector' must be a mapping or null"),
+    ("ood_threshold", "x", "'ood_threshold' must be a finite number or null"),
+])
+def test_tampered_card_fields_are_one_line_errors(bundle_dir, field, value, message):
+    """A hand-edited card gives one BundleError line naming the card and the field, never a
+    traceback (ValueError, KeyError, TypeError, AttributeError) or silent garbage (T <= 0)."""
+    d, _ = bundle_dir
+    card = json.loads((d / "card.json").read_text())
+    card[field] = value
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError) as ei:
+        load_bundle(d)
+    msg = str(ei.value)
+    assert msg.startswith(f"{d}/card.json: ") and message in msg and "\n" not in msg
+
+
+def test_card_grid_must_have_the_models_points(bundle_dir):
+    d, _ = bundle_dir
+    card = json.loads((d / "card.json").read_text())
+    card["ppm_grid"] = {"min": 0.0, "max": 63.0, "step": 0.5, "n": 127}
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="'ppm_grid' has 127 points; the model takes 64"):
+        load_bundle(d)
+
+
+def test_resaving_removes_a_previous_ood_scorer(tmp_path):
+    """A new bundle written over an old one that had a feature OOD scorer must not keep the
+    old scorer's files: they belong to other weights and would count in bundle_hash."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "ood.safetensors").write_bytes(b"old scorer")
+    (d / "ood.json").write_text("{}")
+    save_bundle(d, tiny(), {"ppm_grid": GRID})
+    assert not (d / "ood.safetensors").exists() and not (d / "ood.json").exists()
+    expect = hashlib.sha256(b"card.json\0" + (d / "card.json").read_bytes() + b"weights.safetensors\0"
+                            + (d / "weights.safetensors").read_bytes()).hexdigest()
+    assert bundle_hash(d) == expect == load_bundle(d).sha256

@@ -1,0 +1,119 @@
+"""Tests of lisentry.training.config: one typed schema, one-line ConfigErrors, YAML 1.2 floats."""
+from __future__ import annotations
+
+import pytest
+
+from lisentry.datasets.errors import ConfigError
+from lisentry.training import config as C
+from lisentry.training.config import DEFAULTS, MODEL_SCHEMA, SCHEMA, load_train_config
+
+TINY = """dataset: data/x
+out: models/x
+model: {name: lisentry_net, hidden: 16, channels: [8, 8], pooled_bins: 8}
+train: {epochs: 2, lr: 0.003}
+mlflow: {enabled: false}
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    p = tmp_path / "train.yaml"
+    p.write_text(TINY)
+    return p
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "model":
+            yield from _leaves(v, key + ".")
+        elif k != "model":
+            yield key
+
+
+def test_schema_covers_every_default_and_the_defaults_pass():
+    assert set(_leaves(DEFAULTS)) == set(SCHEMA)
+    assert set(DEFAULTS["model"]) - {"name"} <= set(MODEL_SCHEMA["lisentry_net"])
+    load_train_config(None, ["dataset=x"])
+
+
+@pytest.mark.parametrize("override, key, must", [
+    ("train.lr=[1", "train.lr", "not valid YAML"),
+    ("model.channels=8", "model.channels", "a non-empty list of ints"),
+    ("split.val_frac=abc", "split.val_frac", "a number in (0, 1)"),
+    ("split.test_frac=abc", "split.test_frac", "a number in [0, 1)"),
+    ("split.test_frac=1.5", "split.test_frac", "a number in [0, 1)"),
+    ("seed=abc", "seed", "an int >= 0"),
+    ("train.threads=abc", "train.threads", "an int >= 0"),
+    ("train.weight_decay=-1", "train.weight_decay", "a number >= 0"),
+    ("train.aux_weight=abc", "train.aux_weight", "a number >= 0"),
+    ("train.grad_clip=abc", "train.grad_clip", "a number >= 0 or null"),
+    ("train.augment.intensity_jitter=abc", "train.augment.intensity_jitter", "a number >= 0"),
+    ("train.augment.shift_ppm=-1", "train.augment.shift_ppm", "a number >= 0"),
+    ("train.augment.mix_scale=[1, 0.5]", "train.augment.mix_scale", "lo <= hi"),
+    ("mlflow.enabled=maybe", "mlflow.enabled", "true or false"),
+    ("detector.tune_policy=1", "detector.tune_policy", "true or false"),
+    ("train.epochs=2.5", "train.epochs", "an int >= 1"),
+    ("train.lr=.inf", "train.lr", "a number > 0"),
+    ("detector.exit=0.7", "detector.exit", "<= detector.enter"),
+    ("ood.components=[]", "ood.components", "mahalanobis, pca_residual, negative_area"),
+    ("model.dropout=abc", "model.dropout", "a number in [0, 1)"),
+    ("model.hidden=0", "model.hidden", "an int >= 1"),
+])
+def test_wrong_types_and_ranges_are_one_line_errors(cfg, override, key, must):
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(cfg, [override])
+    msg = str(ei.value)
+    assert key in msg and must in msg and "\n" not in msg
+    assert "Got " in msg or "not valid YAML" in msg  # what was given
+
+
+def test_model_keys_are_checked_against_the_constructor(cfg, tmp_path):
+    with pytest.raises(ConfigError, match="'model.hiddn'; did you mean 'hidden'"):
+        load_train_config(cfg, ["model.hiddn=3"])
+    with pytest.raises(ConfigError, match="model.name.*Did you mean 'lisentry_net'"):
+        load_train_config(cfg, ["model.name=lisentry_nt"])
+    with pytest.raises(ConfigError, match="'model.n_ppm' is set from the dataset"):
+        load_train_config(cfg, ["model.n_ppm=64"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("channels: [8, 8]", "channels: 8"))
+    with pytest.raises(ConfigError, match="'model.channels' .* Got 8."):
+        load_train_config(bad)
+    # keys without a schema entry but in the constructor are accepted
+    assert load_train_config(cfg, ["model.descriptors=true"])["model"]["descriptors"] is True
+
+
+def test_scientific_notation_is_a_float(cfg, tmp_path):
+    c = load_train_config(cfg, ["train.lr=1e-3", "train.weight_decay=5E-4",
+                                "detector.horizon_s=1e5"])
+    assert c["train"]["lr"] == 0.001 and c["train"]["weight_decay"] == 0.0005
+    assert c["detector"]["horizon_s"] == 100000.0
+    f = tmp_path / "sci.yaml"
+    f.write_text(TINY.replace("lr: 0.003", "lr: 1e-3, weight_decay: 2.5e-5"))
+    c = load_train_config(f)
+    assert c["train"]["lr"] == 0.001 and c["train"]["weight_decay"] == 2.5e-5
+    # strings, ints and YAML 1.1 floats are unchanged
+    assert C._yaml_load("[abc, 3, 1.5, 1.0e+3, e5, 1e]") == ["abc", 3, 1.5, 1000.0, "e5", "1e"]
+
+
+def test_split_checks(cfg):
+    c = load_train_config(cfg, ["split.leave_out_families=hc_liquid"])
+    assert c["split"]["leave_out_families"] == ["hc_liquid"]
+    with pytest.raises(ConfigError, match=r"split.leave_out_families.*a list of strings.*Got \[1\]"):
+        load_train_config(cfg, ["split.leave_out_families=[1]"])
+    with pytest.raises(ConfigError, match=r"val_frac \+ split.test_frac must be < 1"):
+        load_train_config(cfg, ["split.val_frac=0.6", "split.test_frac=0.5"])
+
+
+def test_cuda_without_a_cuda_device_is_refused_at_validation(cfg, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'train.device' .* 'cuda' .* no CUDA device"):
+        load_train_config(cfg, ["train.device=cuda"])
+    assert load_train_config(cfg, ["train.device=cpu"])["train"]["device"] == "cpu"
+
+
+def test_bad_override_yaml_names_the_key(cfg):
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(cfg, ["train.lr=[1"])
+    assert str(ei.value).startswith("override train.lr='[1': the value is not valid YAML")
