@@ -74,7 +74,7 @@ LI_METAL_MAH_PER_CM3 = 0.534 / 6.941 * 26801.4
 
 #: Keys of the latent state every trajectory carries (amounts relative to the initial total signal).
 LATENT_KEYS = ("host_amount", "cluster_amount", "cluster_shift_ppm", "metal_amount", "ce_amount",
-               "electrolyte_amount", "sei_amount", "hazard")
+               "ce_deformed_amount", "electrolyte_amount", "sei_amount", "hazard")
 
 # Open-circuit potential tables: fraction of host capacity -> V vs Li/Li+.
 _OCP_TABLES = {
@@ -169,6 +169,10 @@ class CellParams:
     ce_void_width_mAh_cm2: float = 0.02
     ce_loss_visible: float = 0.95
     ce_plating_critical_mA_cm2: float = 0.10
+    # part of the CE's visible signal in a deformed region (pressed foil edge, wrinkles) whose
+    # orientation to B0 puts it at 272 ppm (Tagami Cell B: 245 ppm plus a constant 272 ppm
+    # line). Constant: it is part of the initial electrode lines, not plating (interfaces.md).
+    ce_deformed_fraction: float = 0.0
     # visible electrolyte Li, mAh-equivalent
     electrolyte_visible_mAh: float = 3.0
     # Li-metal working electrode: dendrite fraction of plated Li along areal charge Q (mAh/cm^2)
@@ -292,6 +296,9 @@ class CellTrajectory:
         External current, A, positive when lithiating the working electrode.
     host_amount, cluster_amount, metal_amount, ce_amount, electrolyte_amount, sei_amount : ndarray
         NMR-visible 7Li of each species relative to the initial total (sum at t=0 is 1).
+        ``ce_amount`` is the whole counter electrode, its deformed part included.
+    ce_deformed_amount : ndarray
+        The constant part of ``ce_amount`` in a deformed CE region (its line at 272 ppm).
     cluster_shift_ppm : ndarray
         Amount-weighted Knight shift of the clusters, ppm; NaN when there is no cluster.
     hazard : ndarray
@@ -332,6 +339,7 @@ class CellTrajectory:
     short_kind: str | None
     t_metal_onset_s: float | None
     t_precursor_s: float | None
+    ce_deformed_amount: np.ndarray | None = None
     phys: dict = field(default_factory=dict)
     params: CellParams | None = None
     protocol: Protocol | None = None
@@ -352,7 +360,10 @@ class CellTrajectory:
         for key in LATENT_KEYS:
             if key == "cluster_shift_ppm":
                 continue
-            out[key] = np.interp(t, self.t_s, getattr(self, key))
+            v = getattr(self, key)
+            if v is None:  # ce_deformed_amount of a trajectory built without one
+                v = np.zeros_like(self.t_s, dtype=float)
+            out[key] = np.interp(t, self.t_s, v)
         shift = self.cluster_shift_ppm
         have = np.isfinite(shift)
         filled = np.interp(t, self.t_s, np.where(have, shift, 0.0))
@@ -766,14 +777,17 @@ def _trajectory(rows, p: CellParams, proto, t_nuc, t_short, t_pre, Qc, Qo, mass_
         "charge_mAh_per_g": charge / mass_g,
         "exchange_mAh_per_g": qx / mass_g,
     }
+    # the deformed region keeps its contact: voids open where the foil meets the electrolyte
+    ce_def = float(np.clip(p.ce_deformed_fraction, 0.0, 1.0))
     return CellTrajectory(
         t_s=t, potential_V=V, current_A=I_ext * 1e-3,
         host_amount=(qh - qx) / total0,
         cluster_amount=(cl + qx) / total0,
         cluster_shift_ppm=shift,
         metal_amount=p.metal_visible_fraction * qm / total0 + p.post_short_metal_amount * post,
-        ce_amount=ce_vis0 * (1.0 - p.ce_loss_visible * (1.0 - contact)) / total0
-        + p.post_short_ce_amount * post,
+        ce_amount=ce_vis0 * (ce_def + (1.0 - ce_def) * (1.0 - p.ce_loss_visible * (1.0 - contact)))
+        / total0 + p.post_short_ce_amount * post,
+        ce_deformed_amount=np.full_like(t, ce_vis0 * ce_def / total0),
         electrolyte_amount=np.full_like(t, p.electrolyte_visible_mAh / total0),
         sei_amount=qsei / total0, hazard=H, step_index=step.astype(int),
         t_short_s=t_short, short_kind=p.short_kind if t_short is not None else None,

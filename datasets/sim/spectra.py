@@ -86,7 +86,7 @@ def lines_from_latent(latent: Mapping, nmr: NMRParams | None = None) -> list[Lin
         ``electrolyte_shift_ppm`` (Li6PS5Cl 3...5, liquid ~0, LLZO ~1.2),
         ``metal_shift_ppm`` (260...278), ``ce_orientation_deg`` (0...90), ``host_kind``
         (``"hard_carbon"``, ``"graphite"``, ``"li_metal"``). Optional: ``ce_deformed_amount``
-        (electrode part parallel to B0 at 272 ppm).
+        (the part of ``ce_amount`` in a deformed region, parallel to B0: its line is at 272 ppm).
     nmr : NMRParams, optional
         Line-shape parameters (defaults: :class:`NMRParams()`).
 
@@ -149,7 +149,8 @@ def lines_from_latent(latent: Mapping, nmr: NMRParams | None = None) -> list[Lin
         width = nmr.cluster_width_base_ppm + nmr.cluster_width_per_ppm * max(shift, 0.0)
         lines.append(Line(shift, width, a, nmr.cluster_lorentz, 0.0, "cluster"))
 
-    a = _amount(latent, "ce_amount", 0.0)
+    # ce_amount is the whole CE; its deformed part (if any) has its own line at 272 ppm
+    a = _amount(latent, "ce_amount", 0.0) - _amount(latent, "ce_deformed_amount", 0.0)
     if a > 0:
         lines.append(Line(ce_ppm, ce_width, a, nmr.ce_lorentz, nmr.ce_dispersive, "ce_metal",
                           nmr.ce_homog_Hz))
