@@ -592,6 +592,7 @@ def _times(expdir: str | Path, acqus: dict, acq: AcquisitionParams,
         start, end = win
         if end < start:
             raise BrukerFormatError(audita, f"end {end.isoformat()} before start {start.isoformat()}")
+        _check_audita_vs_date(audita, start, end, acqus, acq)
         return start, end, "audita"
     acqus_path = os.path.join(expdir, "acqus")
     date = _num(acqus, "DATE", acqus_path, required=False)
@@ -600,6 +601,42 @@ def _times(expdir: str | Path, acqus: dict, acq: AcquisitionParams,
                                 "DATE missing and no audita.txt (acquisition time unknown)")
     end = datetime.fromtimestamp(float(date), tz=timezone.utc)
     return end - timedelta(seconds=acq.duration_s), end, "acqus_DATE"
+
+
+#: Least tolerance (s) between audita.txt's window and acqus ``##$DATE``.
+DATE_TOLERANCE_S = 600.0
+
+
+def _check_audita_vs_date(audita, start: datetime, end: datetime, acqus: dict,
+                          acq: AcquisitionParams) -> None:
+    """Refuse a frame whose ``audita.txt`` window is far from its own ``acqus`` ``##$DATE``.
+
+    TopSpin writes DATE at the end of the acquisition (at its start while it runs), so DATE
+    lies within ``[start, end]`` up to a tolerance of ``max(duration, 600 s)``. A window far
+    outside (a mistyped year, a copied audita.txt) would put this frame out of order and, if
+    trusted, make every later frame look out of order: only this frame is refused. Decided from
+    the frame's own files, so batch and streaming reading agree. No DATE: nothing to check.
+    """
+    date = acqus.get("DATE")
+    if isinstance(date, bool) or not isinstance(date, (int, float)) or not math.isfinite(date) \
+            or date <= 0:
+        return
+    tol = max(float(acq.duration_s) if math.isfinite(acq.duration_s) else 0.0, DATE_TOLERANCE_S)
+    d = datetime.fromtimestamp(float(date), tz=timezone.utc)
+    if (start - d).total_seconds() > tol or (d - end).total_seconds() > tol:
+        off = min(abs((start - d).total_seconds()), abs((d - end).total_seconds()))
+        raise BrukerFormatError(
+            audita, f"acquisition window {start.isoformat()} .. {end.isoformat()} disagrees with "
+                    f"acqus DATE {d.isoformat()} by {_human_s(off)} (more than {tol:.0f} s); "
+                    "frame time unknown, frame skipped")
+
+
+def _human_s(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.0f} s"
 
 
 def _read_binary(expdir: Path, name: str, acq: AcquisitionParams, n_rows: int | None

@@ -121,7 +121,8 @@ def test_window_from_audita_and_from_date(tmp_path, topspin):
 
 def test_audita_with_local_zone_and_in_progress_then_completed(tmp_path):
     acq = make_acq()
-    bw.write_experiment(tmp_path / "3", line_fid(acq, [0.0]), acq, T0, T0 + timedelta(60))
+    # acqus DATE = the end the audita below gives (12:04:50 UTC)
+    bw.write_experiment(tmp_path / "3", line_fid(acq, [0.0]), acq, T0, T0 + timedelta(seconds=290))
     (tmp_path / "3" / "audita.txt").write_text(
         "##TITLE= Audit trail, TopSpin 4.3.0\n##JCAMPDX= 5.01\n##ORIGIN= Bruker BioSpin GmbH\n"
         "##OWNER= nmr\n$$ x/3/audita.txt\n"
