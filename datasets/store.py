@@ -172,18 +172,25 @@ class Dataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        mf = self.path / MANIFEST
-        if not mf.exists():
-            raise InputError(mf, "no dataset manifest (is this a dataset folder?)")
-        self.manifest = json.loads(mf.read_text())
+        if not self.path.is_dir():
+            raise InputError(self.path, "dataset folder missing" if not self.path.exists()
+                             else "not a folder (a dataset is a folder)")
+        self.manifest = read_manifest(self.path)
         g = self.manifest["ppm_grid"]
         self.ppm_grid = np.linspace(g["min"], g["max"], g["n"])
-        self.frames = pd.read_parquet(self.path / FRAMES)
-        self.runs = pd.read_parquet(self.path / RUNS)
         n = int(self.manifest["n_frames"])
-        self.spectra = (np.memmap(self.path / SPECTRA, dtype=np.float32, mode="r",
-                                  shape=(n, len(self.ppm_grid))) if n else
-                        np.zeros((0, len(self.ppm_grid)), np.float32))
+        # The manifest is the commit point: rows past its counts are left by an interrupted
+        # add-measured and are not part of the dataset.
+        self.frames = _read_table(self.path / FRAMES, ("run_id", "label"), n, "n_frames")
+        n_runs = self.manifest.get("n_runs")
+        self.runs = _read_table(self.path / RUNS, _RUN_COLUMNS,
+                                n_runs if isinstance(n_runs, int) else None, "n_runs")
+        self.spectra = _open_spectra(self.path / SPECTRA, n, len(self.ppm_grid))
+        end = (self.runs["offset"].astype(int) + self.runs["n_frames"].astype(int)).max() \
+            if len(self.runs) else 0
+        if end > n:
+            raise InputError(self.path / RUNS, f"runs reach frame {end}, but the manifest has "
+                                               f"n_frames={n} (damaged dataset)")
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -246,6 +253,84 @@ class Dataset:
         table = pd.crosstab(fam, lab)
         cols = [c for c in (*CLASSES, "unlabelled") if c in table.columns]
         return table[cols]
+
+
+_RUN_COLUMNS = ("run_id", "family", "split", "n_frames", "offset", "info")
+
+
+def _short(exc: BaseException, n: int = 100) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if len(msg) <= n else msg[:n] + "..."
+
+
+def read_manifest(folder: Path) -> dict:
+    """The checked ``manifest.json`` of a dataset folder (one-line :class:`InputError` otherwise)."""
+    mf = Path(folder) / MANIFEST
+    if not mf.exists():
+        raise InputError(mf, "no dataset manifest (is this a dataset folder?)")
+    try:
+        m = json.loads(mf.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(mf, f"cannot be read ({_short(exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(mf, f"not valid JSON ({_short(exc)}); the dataset is damaged") from None
+    if not isinstance(m, dict):
+        raise InputError(mf, f"not a JSON object (got a {type(m).__name__}); the dataset is damaged")
+    for key in ("ppm_grid", "n_frames", "processing", "content_hash"):
+        if key not in m:
+            raise InputError(mf, f"key {key!r} missing; the dataset is damaged")
+    g = m["ppm_grid"]
+    ok = isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
+                                     for k in ("min", "max", "n"))
+    if not ok or not isinstance(g["n"], int) or g["n"] < 1 or not all(map(np.isfinite, (g["min"], g["max"]))):
+        raise InputError(mf, f"ppm_grid must be {{min, max, n}} with finite numbers and n >= 1; "
+                             f"got {str(g)[:60]}")
+    n = m["n_frames"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise InputError(mf, f"n_frames must be an integer >= 0; got {str(n)[:40]!r}")
+    if not isinstance(m["processing"], dict):
+        raise InputError(mf, "processing must be an object")
+    if not isinstance(m["content_hash"], str):
+        raise InputError(mf, "content_hash must be a string")
+    return m
+
+
+def _read_table(path: Path, columns: Sequence[str], n: int | None, what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError(path, "missing; the dataset is damaged")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+        raise InputError(path, f"cannot be read as parquet ({_short(exc)}); the dataset is damaged") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing and len(df):
+        raise InputError(path, f"column(s) {missing} missing; the dataset is damaged")
+    if n is not None:
+        if len(df) < n:
+            raise InputError(path, f"{len(df)} rows, but the manifest has {what}={n}; "
+                                   "the dataset is damaged")
+        if len(df) > n:
+            df = df.iloc[:n].reset_index(drop=True)
+    return df
+
+
+def _open_spectra(path: Path, n: int, n_ppm: int) -> np.ndarray:
+    if not n:
+        return np.zeros((0, n_ppm), np.float32)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(path, "missing; the dataset is damaged") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({_short(exc)})") from None
+    need = n * n_ppm * 4
+    if size < need:
+        raise InputError(path, f"truncated: {size} bytes, expected {need} ({n} frames x {n_ppm} "
+                               "float32 points); the dataset is damaged")
+    try:
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(n, n_ppm))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot be mapped ({_short(exc)})") from None
 
 
 def _json_default(o):

@@ -176,3 +176,26 @@ def test_frame_signs_follow_the_frame_not_its_row():
     assert a["exact"] != b["exact"]
     with pytest.raises(ValueError, match="10 spectra but 9 frame rows"):
         DataSketch().update(x, rows[:9])
+
+
+@pytest.mark.parametrize("damage,name,needle", [
+    (lambda d: (d / "spectra.f32").write_bytes((d / "spectra.f32").read_bytes()[:100]), "spectra.f32", "truncated"),
+    (lambda d: (d / "spectra.f32").unlink(), "spectra.f32", "missing"),
+    (lambda d: (d / "manifest.json").write_text("{\n"), "manifest.json", "not valid JSON"),
+    (lambda d: (d / "manifest.json").write_text("{}"), "manifest.json", "'ppm_grid' missing"),
+    (lambda d: (d / "manifest.json").write_text("[]"), "manifest.json", "not a JSON object"),
+    (lambda d: (d / "frames.parquet").write_bytes((d / "frames.parquet").read_bytes()[:50]),
+     "frames.parquet", "cannot be read as parquet"),
+    (lambda d: (d / "frames.parquet").unlink(), "frames.parquet", "missing"),
+    (lambda d: (d / "runs.parquet").unlink(), "runs.parquet", "missing"),
+])
+def test_damaged_dataset_is_one_line_naming_the_file(tmp_path, damage, name, needle):
+    from lisentry.datasets.errors import InputError
+    w = DatasetWriter(tmp_path / "ds", ppm_grid=GRID, processing={})
+    w.add_run(_run("r0", 3, 0), family="famA")
+    w.close()
+    damage(tmp_path / "ds")
+    with pytest.raises(InputError) as ei:
+        Dataset(tmp_path / "ds")
+    msg = str(ei.value)
+    assert name in msg and needle in msg and "\n" not in msg
