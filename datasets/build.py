@@ -170,40 +170,99 @@ def build_dataset(config_path: str | Path, out: str | Path, *, workers: int | No
 
 
 # ---------------------------------------------------------------- measured runs
-def read_intervals(path: str | Path, t0: datetime) -> list[tuple[float, float, str]]:
-    """Label intervals ``start, end, label`` (ISO timestamps or t_s seconds) on the run clock."""
+def _quote(text: str, n: int = 40) -> str:
+    text = str(text)
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def read_intervals(path: str | Path, t0: datetime, *, tz: str | None = None,
+                   t_end_s: float | None = None) -> list[tuple[float, float, str]]:
+    """Label intervals ``start, end, label`` (ISO timestamps or t_s seconds) on the run clock.
+
+    Parameters
+    ----------
+    path : path
+        CSV with a ``start, end, label`` header (any case; ``#`` lines are comments).
+    t0 : datetime
+        The run clock's origin (first frame's acquisition start, aware).
+    tz : str or None
+        IANA zone of ISO times written without an offset (``--echem-tz``); ``None``: such
+        times are refused (they would silently be read in some zone).
+    t_end_s : float or None
+        End of the run on its clock, s: an interval wholly outside ``[0, t_end_s]`` is refused.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, no rows, a row with too few/many fields, unknown label, bad time,
+        end not after start, overlapping intervals (naming both rows), an interval outside
+        the run. One line naming the file (and row).
+    """
+    import csv
     p = Path(path)
     try:
-        df = pd.read_csv(p, dtype=str, comment="#").fillna("")
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(p, f"cannot read intervals CSV: {exc}") from None
-    cols = {c.strip().lower(): c for c in df.columns}
+        text = p.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(p, "intervals CSV not found") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read intervals CSV ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(p, "not a UTF-8 text file (intervals CSV expected)") from None
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines()))
+            if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise InputError(p, "empty: needs a header start, end, label and at least one row")
+    hline, header = rows[0]
+    cols = {c.strip().lower(): k for k, c in enumerate(header)}
     if not {"start", "end", "label"} <= set(cols):
-        raise InputError(p, f"needs columns start, end, label; got {list(df.columns)}")
-    out = []
-    for i, row in df.iterrows():
+        raise InputError(p, f"needs columns start, end, label; got {_quote(','.join(header), 60)}")
+    if len(rows) == 1:
+        raise InputError(p, "no interval rows (only a header)")
+    out, lines = [], []
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise InputError(p, f"row {line}: {len(row)} fields, expected {len(header)} "
+                                f"({','.join(c.strip() for c in header)}): {_quote(','.join(row), 60)}")
         lab = row[cols["label"]].strip()
         if lab not in CLASSES:
             hint = difflib.get_close_matches(lab, CLASSES, n=1)
-            raise InputError(p, f"row {i + 2}: unknown label {lab!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
-        a, b = (_time_value(row[cols[k]].strip(), t0, p, i) for k in ("start", "end"))
+            raise InputError(p, f"row {line}: unknown label {_quote(lab)}"
+                                + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(CLASSES)}"))
+        a, b = (_time_value(row[cols[k]].strip(), t0, p, line, tz) for k in ("start", "end"))
         if not b > a:
-            raise InputError(p, f"row {i + 2}: end must be after start")
+            raise InputError(p, f"row {line}: end must be after start")
+        if t_end_s is not None and (b <= 0 or a >= t_end_s):
+            raise InputError(p, f"row {line}: interval {a:g} .. {b:g} s lies wholly outside the run "
+                                f"(0 .. {t_end_s:.0f} s from {t0.isoformat()})")
+        for (a2, b2, lab2), line2 in zip(out, lines):
+            if a < b2 and a2 < b:
+                what = "overlap (a frame would get two classes)" if lab != lab2 else "overlap"
+                raise InputError(p, f"rows {line2} and {line} {what}: {a2:g} .. {b2:g} s "
+                                    f"({lab2}) and {a:g} .. {b:g} s ({lab})")
         out.append((a, b, lab))
+        lines.append(line)
     return out
 
 
-def _time_value(text: str, t0: datetime, p: Path, i: int) -> float:
+def _time_value(text: str, t0: datetime, p: Path, line: int, tz: str | None = None) -> float:
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(v):
+            raise InputError(p, f"row {line}: time {_quote(text)} is not finite")
+        return v
     try:
-        dt = datetime.fromisoformat(text)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise InputError(p, f"row {i + 2}: {text!r} is neither seconds nor an ISO timestamp") from None
+        raise InputError(p, f"row {line}: {_quote(text)} is neither seconds nor an ISO timestamp") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        if tz is None:
+            raise InputError(p, f"row {line}: {_quote(text)} has no UTC offset; write one "
+                                "(e.g. 2023-08-11T12:30:00+01:00) or give --echem-tz")
+        from lisentry.datasets.io.potentiostat import to_utc_datetime
+        dt = to_utc_datetime(dt, tz)
     return (dt - t0).total_seconds()
 
 
@@ -212,10 +271,17 @@ def add_measured(dataset_dir: str | Path, nmr_dir: str | Path, intervals: str | 
     """Append a real run with interval labels to an existing dataset (same processing config).
 
     Frames whose acquisition midpoint lies in an interval get its label; the others stay
-    unlabelled (usable for evaluation of alarms or self-training only).
+    unlabelled (usable for evaluation of alarms or self-training only). All or nothing: the
+    new tables are written under temporary names, then put in place with the manifest last
+    (the manifest is the commit point: :class:`Dataset` ignores rows past its counts).
     """
     from lisentry.datasets.loading import load_run, pipeline_for
     ds = Dataset(dataset_dir)
+    splits = {"train", "val", "test"} | {s for s in ds.runs["split"].astype(str) if s}
+    if split not in splits:
+        hint = difflib.get_close_matches(str(split), sorted(splits), n=1)
+        raise ConfigError(f"--split must be one of {', '.join(sorted(splits))}. Got {split!r}."
+                          + (f" Did you mean {hint[0]!r}?" if hint else ""))
     pipe = pipeline_for(opts, ProcessingConfig.from_dict(ds.manifest["processing"]))
     if not np.allclose(pipe.ppm_grid, ds.ppm_grid):
         raise ConfigError(f"{dataset_dir}: ppm grid of the dataset differs from the pipeline's")
@@ -225,7 +291,8 @@ def add_measured(dataset_dir: str | Path, nmr_dir: str | Path, intervals: str | 
     if run.run_id in set(ds.run_ids):
         raise ConfigError(f"{dataset_dir}: a run {run.run_id!r} is in the dataset already (use --run-id)")
     t0 = run.frames[0].acq_start
-    ivs = read_intervals(intervals, t0)
+    t_end = (run.frames[-1].acq_end - t0).total_seconds()
+    ivs = read_intervals(intervals, t0, tz=getattr(opts, "echem_tz", None), t_end_s=t_end)
     frames = []
     for f in run.frames:
         lab = None
@@ -244,23 +311,16 @@ def add_measured(dataset_dir: str | Path, nmr_dir: str | Path, intervals: str | 
 
 
 def _append_run(ds: Dataset, run: Run, family: str, split: str, info: dict) -> None:
+    """Append ``run`` to the dataset, all or nothing (see :func:`add_measured`)."""
     path = ds.path
     n0 = int(ds.manifest["n_frames"])
     spectra = np.ascontiguousarray(run.spectra(), dtype=np.float32)
-    with open(path / SPECTRA, "r+b") as fh:  # truncate any bytes past the manifest's count
-        fh.truncate(n0 * spectra.shape[1] * 4)
-        fh.seek(0, 2)
-        fh.write(spectra.tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
+    # ds.frames/ds.runs hold exactly the manifest's rows (left-overs of an interrupted append
+    # are dropped when the dataset is opened), so a retry never doubles rows
     frames = pd.concat([ds.frames, pd.DataFrame(frame_rows(run))], ignore_index=True)
     runs = pd.concat([ds.runs, pd.DataFrame([{
         "run_id": run.run_id, "family": family, "split": split, "n_frames": len(run), "offset": n0,
         "info": json.dumps(info, default=str), "skipped": json.dumps(run.skipped)}])], ignore_index=True)
-    for df, name in ((frames, FRAMES), (runs, RUNS)):
-        tmp = path / f".{name}.tmp"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path / name)
     m = dict(ds.manifest)
     m["n_frames"] = n0 + len(run)
     m["n_runs"] = len(runs)
@@ -269,5 +329,57 @@ def _append_run(ds: Dataset, run: Run, family: str, split: str, info: dict) -> N
     m["content_hash"] = h.hexdigest()
     if "content_sketch" in m:  # datasets built before sketches existed stay without one
         m["content_sketch"] = DataSketch(m["content_sketch"]).update(spectra, frame_rows(run)).to_dict()
-    m.setdefault("measured_runs", []).append({"run_id": run.run_id, **info})
-    _write_json_atomic(path / MANIFEST, m)
+    m["measured_runs"] = list(m.get("measured_runs", [])) + [{"run_id": run.run_id, **info}]
+
+    tmp = {name: path / f".{name}.tmp" for name in (FRAMES, RUNS, MANIFEST)}
+    current = FRAMES
+    replaced = []
+    try:
+        # 1. everything new under temporary names (the dataset is untouched)
+        frames.to_parquet(tmp[FRAMES], index=False)
+        current = RUNS
+        runs.to_parquet(tmp[RUNS], index=False)
+        current = MANIFEST
+        with open(tmp[MANIFEST], "w") as fh:
+            json.dump(m, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # 2. spectra appended past the manifest's count (bytes beyond it are not part of the
+        #    dataset until the manifest says so)
+        current = SPECTRA
+        with open(path / SPECTRA, "r+b") as fh:
+            fh.truncate(n0 * spectra.shape[1] * 4)
+            fh.seek(0, 2)
+            fh.write(spectra.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        # 3. tables in place, the manifest last (the commit point)
+        for name in (FRAMES, RUNS, MANIFEST):
+            current = name
+            os.replace(tmp[name], path / name)
+            replaced.append(name)
+    except Exception as exc:
+        _restore(ds, replaced)
+        msg = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:100] or type(exc).__name__
+        raise InputError(path / current, f"cannot write ({msg}); {ds.path} left unchanged") from None
+    finally:
+        for t in tmp.values():
+            try:
+                t.unlink()
+            except OSError:
+                pass
+
+
+def _restore(ds: Dataset, replaced: list[str]) -> None:
+    """Best effort: put back the tables a failed append had already replaced."""
+    old = {FRAMES: ds.frames, RUNS: ds.runs}
+    for name in replaced:
+        try:
+            if name == MANIFEST:
+                _write_json_atomic(ds.path / MANIFEST, ds.manifest)
+            else:
+                t = ds.path / f".{name}.restore"
+                old[name].to_parquet(t, index=False)
+                os.replace(t, ds.path / name)
+        except Exception:  # noqa: BLE001 - the manifest still bounds what is read
+            pass
