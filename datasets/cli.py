@@ -76,11 +76,36 @@ def register(app: typer.Typer, friendly_errors, load_options, opts_types) -> Non
                  seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
                  defaults: Annotated[bool, typer.Option("--defaults", help="Use the paper defaults (no domain randomization).")] = False,
                  layout: Annotated[str, typer.Option(help="series (experiment folders) or ser (pseudo-2D).")] = "series",
-                 max_frames: Annotated[Optional[int], typer.Option(help="Cap the number of frames.")] = None):
+                 max_frames: Annotated[Optional[int], typer.Option(help="Cap the number of frames.")] = None,
+                 force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists and is not empty.")] = False):
         """Write a simulated run as a spectrometer and potentiostat would (Bruker + EC-Lab .mpt)."""
-        from lisentry.datasets.sim.run import simulate_run, write_run
+        import os
+        import shutil
+        from lisentry.datasets.errors import ConfigError
+        from lisentry.datasets.sim.run import LAYOUTS, simulate_run, write_run
+        if layout not in LAYOUTS:
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}. Got {layout!r}.")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1. Got {max_frames}.")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise ConfigError(f"{out}: folder exists and is not empty (writing into it would mix "
+                              "two runs); choose a new folder or give --force to replace it")
         sim = simulate_run(family, seed, randomize=not defaults, max_frames=max_frames)
-        nmr, mpt = write_run(sim, out, layout=layout)
+        # written beside OUT, then put in its place: an existing folder is replaced whole
+        tmp = out.with_name(f".{out.name}.simulating")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            nmr, mpt = write_run(sim, tmp, layout=layout)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        nmr, mpt = out / nmr.relative_to(tmp), out / mpt.relative_to(tmp)
         ev = []
         if sim.t_onset_s is not None:
             ev.append(f"plating onset at {sim.t_onset_s / 3600:.2f} h")

@@ -477,8 +477,9 @@ def write_ser(expdir: str | Path, fids_2d: np.ndarray, acq: AcquisitionParams,
               complete: bool = True, truncate_file: bool = False, dtypa: int = 0,
               bytorda: int = 0, topspin: str = "2.1", acqus_template: str | None = None,
               audita_template: str | None = None, owner: str = "lisentry",
-              int_scale: float | None = None) -> Path:
-    """Write a pseudo-2D experiment: ``ser`` + ``acqus`` + ``acqu2s`` (+ ``audita.txt``).
+              int_scale: float | None = None, procs: Mapping | None = None) -> Path:
+    """Write a pseudo-2D experiment: ``ser`` + ``acqus`` + ``acqu2s`` (+ ``pdata/1/procs``,
+    ``audita.txt``).
 
     Parameters
     ----------
@@ -500,6 +501,10 @@ def write_ser(expdir: str | Path, fids_2d: np.ndarray, acq: AcquisitionParams,
         DATE = start and, for 4.3, an in-progress entry).
     truncate_file : bool
         Write only the acquired rows (no zero-filled rest).
+    procs : Mapping or None
+        Write ``pdata/1/procs`` (one for all rows) with these values overriding the defaults
+        (SF from ``acq.sr_Hz``, PHC0/PHC1 = 0), as for :func:`write_experiment`. Without it
+        the ppm axis of a reader has no referencing.
 
     Returns
     -------
@@ -522,6 +527,8 @@ def write_ser(expdir: str | Path, fids_2d: np.ndarray, acq: AcquisitionParams,
     _atomic_write(expdir / "ser", raw)
     end = utc(start) + timedelta(seconds=rows * float(row_duration_s))
     date = end if complete else start
+    if procs is not None:
+        _write_pdata(expdir, acq, dict(procs), None, topspin, owner, date)
     _atomic_write(expdir / "acqus", render_acqus(
         acq, date, dtypa=dtypa, bytorda=bytorda, topspin=topspin, acqus_template=acqus_template,
         owner=owner, path=expdir / "acqus", data_minmax=minmax))

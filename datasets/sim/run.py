@@ -24,6 +24,9 @@ from lisentry.datasets.sim.scenarios import Family, get_family, sample_params
 from lisentry.datasets.sim.spectra import lines_from_latent
 from lisentry.datasets.sim.truth import label_frames
 
+#: Layouts of :func:`write_run`: experiment folders 1..N, or one pseudo-2D ``ser``.
+LAYOUTS = ("series", "ser")
+
 #: Interval of the simulated potentiostat log, s (EC-Lab records every few seconds to minutes).
 ECHEM_DT_S = 30.0
 
@@ -182,6 +185,8 @@ def write_run(sim: SimulatedRun, out_dir: str | Path, *, layout: str = "series",
     """
     from lisentry.datasets.io import bruker_writer
     from lisentry.datasets.io.biologic import write_mpt
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'series' or 'ser'. Got {layout!r}.")
     out = Path(out_dir)
     nmr_dir = out / "nmr"
     nmr_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +208,10 @@ def write_run(sim: SimulatedRun, out_dir: str | Path, *, layout: str = "series",
         # included). Row i's acquisition is [start + i*period, + (NS+DS)(D1+AQ)]; a reader that
         # takes the nominal row acquisition time (not the full spacing) gets the simulated
         # windows back exactly (see tests/integration/test_sim_disk_roundtrip.py).
+        # One pdata/1/procs for all rows: the reference (SF from SR) and the first frame's phases.
         bruker_writer.write_ser(nmr_dir / "1", fids, sim.raws[0].acq, sim.raws[0].acq_start,
                                 period, dtypa=dtypa, bytorda=bytorda, topspin=topspin,
-                                int_scale=int_scale)
+                                int_scale=int_scale, procs=_procs(sim.raws[0]) or {})
     else:
         raise ValueError(f"layout must be 'series' or 'ser'. Got {layout!r}.")
     echem_dir = out / "echem"

@@ -26,16 +26,16 @@ def test_disk_equals_memory(tmp_path, family, seed, layout, dtypa, bytorda):
     sim = simulate_run(family, seed, randomize=True, max_frames=12)
     assert 10 <= len(sim.raws) <= 12
     if layout == "ser":
-        # A pseudo-2D ser has one procs for all rows: write_run cannot store the per-frame true
-        # phases, so the reader-side pipeline phases the rows itself. The in-memory equivalent is
-        # then the run without RawFrame.phase_deg (to_run(sim) with phases differs: see report).
-        sim = dataclasses.replace(sim, raws=[dataclasses.replace(r, phase_deg=None) for r in sim.raws])
+        # A pseudo-2D ser has one procs for all rows: write_run stores the reference (SF from
+        # SR) and the first frame's phases there, so the reader phases every row with those.
+        # The in-memory equivalent is the run whose rows all carry the first frame's phases.
+        ph = sim.raws[0].phase_deg
+        sim = dataclasses.replace(sim, raws=[dataclasses.replace(r, phase_deg=ph) for r in sim.raws])
     mem = to_run(sim, Pipeline(ProcessingConfig()))
     nmr_dir, mpt = write_run(sim, tmp_path / "run", layout=layout, dtypa=dtypa, bytorda=bytorda)
-    # write_ser writes no pdata/1/procs, so the reference SR must come from the user (--sr-hz),
-    # as for any run without processed data (interfaces.md)
-    sr = sim.raws[0].acq.sr_Hz if layout == "ser" else None
-    disk = load_run(nmr_dir, LoadOptions(echem=mpt, echem_tz="UTC", sr_hz=sr), config=ProcessingConfig(),
+    # the reference comes from the written pdata/1/procs for both layouts (no --sr-hz)
+    assert (nmr_dir / "1" / "pdata" / "1" / "procs").is_file()
+    disk = load_run(nmr_dir, LoadOptions(echem=mpt, echem_tz="UTC"), config=ProcessingConfig(),
                     on_skip=None)
     assert len(disk) == len(mem)
     np.testing.assert_allclose(disk.ppm_grid, mem.ppm_grid)
@@ -63,6 +63,6 @@ def test_ser_times_equal_memory(tmp_path):
     sim = simulate_run("hc_sulfide_lowpressure", 12, randomize=True, max_frames=12)
     mem = to_run(sim, Pipeline(ProcessingConfig()))
     nmr_dir, mpt = write_run(sim, tmp_path / "run", layout="ser")
-    disk = load_run(nmr_dir, LoadOptions(echem=mpt, echem_tz="UTC", sr_hz=sim.raws[0].acq.sr_Hz),
+    disk = load_run(nmr_dir, LoadOptions(echem=mpt, echem_tz="UTC"),
                     config=ProcessingConfig(), on_skip=None)
     np.testing.assert_allclose(disk.t_s(), mem.t_s(), atol=1e-3)
