@@ -66,30 +66,73 @@ def load_build_config(path: str | Path) -> BuildConfig:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a dataset config is a mapping of keys (name, seed, families, ...)")
     for k in raw:
         if k not in _KEYS:
             hint = difflib.get_close_matches(str(k), sorted(_KEYS), n=1)
             raise ConfigError(f"{p}: unknown key {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    if not isinstance(raw.get("family_files", []), list):
+        raise ConfigError(f"{p}: family_files must be a list of YAML files.")
     from lisentry.datasets.sim.scenarios import FAMILIES, load_family_yaml
     fam_files = [str((p.parent / f).resolve()) for f in raw.get("family_files", [])]
     user = {load_family_yaml(f).name: f for f in fam_files}
     fams = {}
-    for name, spec in (raw.get("families") or {}).items():
+    families = raw.get("families") or {}
+    if not isinstance(families, dict):
+        raise ConfigError(f"{p}: families must map family names to run counts. Got {_short_repr(families)}.")
+    for name, spec in families.items():
         if name not in FAMILIES and name not in user:
-            hint = difflib.get_close_matches(name, list(FAMILIES) + list(user), n=1)
+            hint = difflib.get_close_matches(str(name), list(FAMILIES) + list(user), n=1)
             raise ConfigError(f"{p}: unknown family {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
                                                                   f"; known: {sorted(FAMILIES)}"))
-        spec = {"runs": spec} if isinstance(spec, int) else dict(spec)
-        if not isinstance(spec.get("runs"), int) or spec["runs"] < 0:
-            raise ConfigError(f"{p}: families.{name}.runs must be an int >= 0. Got {spec.get('runs')!r}.")
-        fams[name] = {"runs": spec["runs"], "split": spec.get("split")}
+        if isinstance(spec, dict):
+            spec = dict(spec)
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            spec = {"runs": spec}
+        else:
+            raise ConfigError(f"{p}: families.{name} must be a run count (int >= 0) or "
+                              f"{{runs: N, split: ...}}. Got {_short_repr(spec)}.")
+        runs = spec.get("runs")
+        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
+            raise ConfigError(f"{p}: families.{name}.runs must be an int >= 0. Got {_short_repr(runs)}.")
+        split = spec.get("split")
+        if split is not None and (not isinstance(split, str) or not split.strip()):
+            raise ConfigError(f"{p}: families.{name}.split must be a split name like 'test'. "
+                              f"Got {_short_repr(split)}.")
+        fams[name] = {"runs": runs, "split": split}
     if not fams:
         raise ConfigError(f"{p}: no families to build")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{p}: seed must be an int >= 0. Got {_short_repr(seed)}.")
+    horizon = raw.get("horizon_s", 3600.0)
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) \
+            or not math.isfinite(horizon) or horizon <= 0:
+        raise ConfigError(f"{p}: horizon_s must be a number > 0 (seconds). Got {_short_repr(horizon)}.")
+    randomize = raw.get("randomize", True)
+    if not isinstance(randomize, bool):
+        raise ConfigError(f"{p}: randomize must be true or false. Got {_short_repr(randomize)}.")
+    max_frames = raw.get("max_frames")
+    if max_frames is not None and (not isinstance(max_frames, int) or isinstance(max_frames, bool)
+                                   or max_frames < 1):
+        raise ConfigError(f"{p}: max_frames must be an int >= 1 or null (no cap). "
+                          f"Got {_short_repr(max_frames)}.")
+    for key in ("processing", "randomize_override"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{p}: {key} must be a mapping. Got {_short_repr(raw[key])}.")
+    name = raw.get("name", p.stem)
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise ConfigError(f"{p}: name must be a string. Got {_short_repr(name)}.")
     ProcessingConfig.from_dict(raw.get("processing") or {})  # validates
-    return BuildConfig(raw.get("name", p.stem), int(raw.get("seed", 0)), float(raw.get("horizon_s", 3600.0)),
-                       bool(raw.get("randomize", True)), raw.get("max_frames"),
+    return BuildConfig(str(name), seed, float(horizon), randomize, max_frames,
                        dict(raw.get("processing") or {}), fams, fam_files, raw,
                        dict(raw.get("randomize_override") or {}))
+
+
+def _short_repr(value, n: int = 40) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[:n] + "..."
 
 
 def run_seed(base: int, family: str, i: int) -> int:

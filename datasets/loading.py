@@ -7,6 +7,7 @@ through :class:`RunAssembler`.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from lisentry.datasets.errors import InputError
+from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.datasets.frame import Frame, RawFrame, Run
 from lisentry.datasets.io import nmr
 from lisentry.datasets.io.potentiostat import EchemLog, read_echem
@@ -134,6 +135,13 @@ class LoadOptions:
     use_processed: bool = False
     expected_nucleus: str | None = "7Li"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, flag in (("clock_offset_s", "--clock-offset-s"), ("reference_ppm", "--reference-ppm"),
+                           ("sr_hz", "--sr-hz")):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(float(v)):
+                raise ConfigError(f"{flag} must be a finite number. Got {v}.")
 
 
 def open_echem(opts: LoadOptions) -> EchemLog | None:

@@ -138,7 +138,19 @@ def plot(nmr_dir: NmrDir,
     from lisentry.datasets.loading import load_run
     from lisentry.detector.plots import plot_run
     from lisentry.datasets.io import nmr
+    from lisentry.datasets.errors import ConfigError
+    from lisentry.datasets.loading import pipeline_for
+    from lisentry.detector.plots import FIGURE_FORMATS
     opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise ConfigError(f"{out}: unknown figure format {out.suffix or '(no extension)'!r}; "
+                          "use .png, .pdf or .svg")
+    if not (math.isfinite(ppm_min) and math.isfinite(ppm_max) and ppm_min < ppm_max):
+        raise ConfigError(f"--ppm-min must be below --ppm-max (finite). Got {ppm_min:g} and {ppm_max:g}.")
+    grid = pipeline_for(opts).ppm_grid
+    if ppm_max <= grid[0] or ppm_min >= grid[-1]:
+        raise ConfigError(f"--ppm-min/--ppm-max {ppm_min:g}..{ppm_max:g} ppm lie outside the "
+                          f"spectra's ppm grid ({grid[0]:g}..{grid[-1]:g} ppm)")
     _require_dir(nmr_dir)  # a missing folder: one line, not two
     run = load_run(nmr_dir, opts)
     if not len(run):

@@ -22,6 +22,10 @@ def _mpl():
     return plt
 
 
+#: File extensions matplotlib's Agg backend writes.
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "tif", "tiff", "webp", "eps", "ps")
+
+
 def plot_run(run: Run, out: str | Path, *, ppm_range: tuple[float, float] = (0.0, 300.0),
              labels: Sequence[str] | None = None, title: str | None = None) -> Path:
     """Draw the operando figure and write it atomically to ``out`` (PNG/PDF/SVG by extension).
@@ -43,6 +47,13 @@ def plot_run(run: Run, out: str | Path, *, ppm_range: tuple[float, float] = (0.0
         raise ValueError("plot_run needs at least one frame")
     ppm = run.ppm_grid
     sel = (ppm >= min(ppm_range)) & (ppm <= max(ppm_range))
+    if sel.sum() < 2:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"ppm range {min(ppm_range):g}..{max(ppm_range):g} holds fewer than two "
+                          f"points of the spectra's grid ({ppm[0]:g}..{ppm[-1]:g} ppm)")
+    if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"{out}: unknown figure format {out.suffix!r}; use .png, .pdf or .svg")
     spectra = run.spectra()[:, sel]
     t_h = run.t_s() / 3600.0
     pot = np.array([f.potential_V for f in run.frames])

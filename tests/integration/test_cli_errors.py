@@ -53,3 +53,41 @@ def test_simulated_ser_has_procs(tmp_path):
     assert rows[0].acq.sr_Hz is not None
     assert abs(rows[0].acq.sr_Hz - sim.raws[0].acq.sr_Hz) < 0.01
     assert rows[0].phase_deg == pytest.approx(sim.raws[0].phase_deg)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from lisentry.datasets.sim.run import simulate_run, write_run
+    root = tmp_path_factory.mktemp("small") / "run"
+    nmr, mpt = write_run(simulate_run("hc_liquid", 2, max_frames=3), root)
+    return nmr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("-o", "{tmp}/x.txt"), "figure format"),
+    (("-o", "{tmp}/x.png", "--ppm-min", 500, "--ppm-max", 600), "outside the spectra's ppm grid"),
+    (("-o", "{tmp}/x.png", "--ppm-min", 300, "--ppm-max", 0), "--ppm-min must be below"),
+    (("-o", "{tmp}/x.png", "--clock-offset-s", "nan"), "--clock-offset-s must be a finite"),
+    (("-o", "{tmp}/x.png", "--clock-offset-s", "inf"), "--clock-offset-s must be a finite"),
+])
+def test_plot_bad_options_are_one_line(small_run, tmp_path, args, needle):
+    args = [str(a).format(tmp=tmp_path) for a in args]
+    res = invoke("plot", small_run, *args)
+    _one_line_error(res, needle)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("families: {hc_liquid: one}", "families.hc_liquid must be a run count"),
+    ("seed: abc\nfamilies: {hc_liquid: 1}", "seed must be an int"),
+    ("max_frames: -2\nfamilies: {hc_liquid: 1}", "max_frames must be an int >= 1"),
+    ("randomize: 'no'\nfamilies: {hc_liquid: 1}", "randomize must be true or false"),
+    ("horizon_s: -5\nfamilies: {hc_liquid: 1}", "horizon_s must be a number > 0"),
+    ("- a list", "mapping"),
+])
+def test_build_config_wrong_types_are_one_line(tmp_path, line, needle):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(line + "\n")
+    res = invoke("datasets", "build", cfg, "--out", tmp_path / "ds", "--workers", 1)
+    _one_line_error(res, needle, str(cfg))
+    assert not (tmp_path / "ds").exists()
