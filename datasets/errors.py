@@ -35,4 +35,10 @@ class IncompleteAcquisition(BrukerFormatError):
 
 
 class EchemFormatError(InputError):
-    """A potentiostat log cannot be parsed."""
+    """A potentiostat log cannot be parsed. A reason quoting much of the file is cut short."""
+
+    def __init__(self, path: str | Path, reason: str):
+        reason = " ".join(str(reason).split())
+        if len(reason) > 300:
+            reason = reason[:300] + "... (cut)"
+        super().__init__(path, reason)

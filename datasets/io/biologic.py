@@ -86,7 +86,8 @@ def parse_mpt_header(path: Path, raw: bytes, *, final: bool = True):
     EchemFormatError
         Not an EC-Lab file, or a bad/short "Nb header lines".
     """
-    text = _decode(raw, "cp1252")
+    # EC-Lab writes cp1252; a file saved again as UTF-8 (with or without a BOM) is read as such
+    text = _decode(raw, None)
     lines, tail = _split_complete(text)
     if final and tail is not None:
         lines = lines + [tail]

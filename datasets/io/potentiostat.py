@@ -450,7 +450,9 @@ _POTENTIAL_ALIASES = ("ewe/v", "<ewe>/v", "<ewe/v>", "ecell/v", "<ecell>/v", "po
                       "potential (v)", "potential", "voltage", "voltage(v)", "voltage (v)", "voltage/v",
                       "voltage_v", "e/v", "ewe", "ecell", "ewe/mv", "voltage/mv", "v")
 _CURRENT_ALIASES = ("i/ma", "<i>/ma", "current_a", "current", "current(a)", "current (a)", "current/a",
-                    "i/a", "current_ma", "current(ma)", "current (ma)", "current/ma", "<i>/a", "i")
+                    "i/a", "current_ma", "current(ma)", "current (ma)", "current/ma", "<i>/a",
+                    "i/ua", "<i>/ua", "current_ua", "current(ua)", "current (ua)", "current/ua",
+                    "i/na", "<i>/na", "current (na)", "i")
 _CYCLE_ALIASES = ("cycle number", "cycle_number", "cycle", "cycle_index", "cycle index", "cycle_count")
 _STEP_ALIASES = ("ns", "step", "step_index", "step index", "ns changes_index")
 
@@ -459,9 +461,24 @@ _STEP_ALIASES = ("ns", "step", "step_index", "step index", "ns changes_index")
 _OUR_SIGN_NAMES = ("current_a",)
 
 
+def _clip(text: str, n: int = 80) -> str:
+    """What an error quotes of a file's content: printable, at most ``n`` characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
+def _canon(name: str) -> str:
+    """A column name for matching: outer quotes and spaces off, lower case, µ as u, a unit in
+    brackets as in parentheses (``"Time [s]"`` -> ``time (s)``)."""
+    n = name.strip().strip('"\'').strip()
+    n = n.replace("\u00c2\u00b5", "u").replace("µ", "u").replace("μ", "u").lower()  # (Âµ: UTF-8 µ read as cp1252)
+    n = n.replace("[", "(").replace("]", ")")
+    return " ".join(n.split())
+
+
 def _unit_scale(name: str, base: str) -> float:
     """Scale to SI for a column name ending in a unit (``/mA``, ``(mA)``, ``_mA``, ``[mA]``)."""
-    low = name.lower().replace("µ", "u").replace("μ", "u").strip()
+    low = _canon(name)
     for prefix, scale in (("m", 1e-3), ("u", 1e-6), ("n", 1e-9), ("k", 1e3), ("", 1.0)):
         unit = prefix + base
         for pat in (f"/{unit}", f"({unit})", f"_{unit}", f"[{unit}]", f" {unit}"):
@@ -471,7 +488,7 @@ def _unit_scale(name: str, base: str) -> float:
 
 
 def _time_scale(name: str) -> float:
-    low = name.lower().strip()
+    low = _canon(name)
     for unit, scale in (("min", 60.0), ("h", 3600.0), ("ms", 1e-3), ("s", 1.0)):
         for pat in (f"/{unit}", f"({unit})", f"_{unit}", f"[{unit}]", f" {unit}"):
             if low.endswith(pat):
@@ -505,7 +522,7 @@ def _sniff_delim(header: str) -> str:
 
 def _find_col(names: list[str], wanted: str | None, aliases: Sequence[str], path: Path, what: str,
               required: bool) -> int | None:
-    stripped = [n.strip() for n in names]
+    stripped = [n.strip().strip('"\'').strip() for n in names]
     if wanted is not None:
         if wanted in stripped:
             return stripped.index(wanted)
@@ -515,14 +532,14 @@ def _find_col(names: list[str], wanted: str | None, aliases: Sequence[str], path
         close = difflib.get_close_matches(wanted, [n for n in stripped if n], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         cols = ", ".join(n for n in stripped if n)
-        raise EchemFormatError(path, f"{what} column {wanted!r} not found{hint} (columns: {cols})")
-    low = [n.lower() for n in stripped]
+        raise EchemFormatError(path, f"{what} column {_clip(wanted)!r} not found{hint} (columns: {_clip(cols)})")
+    low = [_canon(n) for n in stripped]
     for alias in aliases:
         if alias in low:
             return low.index(alias)
     if required:
         cols = ", ".join(n for n in stripped if n) or "none"
-        raise EchemFormatError(path, f"no {what} column found (columns: {cols}); "
+        raise EchemFormatError(path, f"no {what} column found (columns: {_clip(cols)}); "
                                      f"name it with {what}_col=...")
     return None
 
@@ -547,7 +564,7 @@ def _make_layout(path: Path, header: str, *, delim: str | None, time_col, potent
     return _Layout(delim=delim, time_idx=ti, pot_idx=pi, cur_idx=ci, cyc_idx=cy, step_idx=st,
                    time_scale=_time_scale(names[ti]), pot_scale=_unit_scale(names[pi], "v"),
                    cur_scale=cur_scale, cur_sign=sign, decimal_comma_ok=(delim != ","),
-                   names=[n.strip() for n in names])
+                   names=[n.strip().strip('"\'').strip() for n in names])
 
 
 def _field_sig(s: str) -> tuple:
@@ -585,6 +602,8 @@ class _TableParser:
 
     def _num(self, s: str) -> float | None:
         s = s.strip()
+        if s[:1] == '"':
+            s = s.strip('"').strip()
         if self.layout.decimal_comma_ok and "," in s:
             s = s.replace(",", ".")
         if not _NUM_RE.fullmatch(s):
@@ -669,6 +688,8 @@ class _TableParser:
 
         def num(x: str):
             x = x.strip()
+            if x[:1] == '"':                 # quoted CSV field
+                x = x.strip('"').strip()
             if comma and "," in x:
                 x = x.replace(",", ".")
             return float(x) if match(x) else None
