@@ -157,7 +157,8 @@ def test_bad_frames_in_a_live_run_are_reported_and_skipped(live_run, tiny_bundle
     live = live_run
     raws = live.sim.raws
     # expno 6 has a hole in the potentiostat log (no row inside its window: frames are back to back)
-    live.echem_holes.append((raws[5].acq_start.timestamp() + 5, raws[5].acq_end.timestamp() - 5))
+    # (ending 2 log periods before the frame ends, so the gap never reaches into frame 7)
+    live.echem_holes.append((raws[5].acq_start.timestamp() + 5, raws[5].acq_end.timestamp() - 65))
     events = tmp_path / "ev.jsonl"
     # no grace for files still arriving: here a lost file is lost (see the test below)
     w, out, logs = make_watcher(live, tiny_bundle, events, arrival_grace_s=0.0)
