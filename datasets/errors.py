@@ -18,16 +18,29 @@ class ConfigError(LisentryError, ValueError):
 
 
 class InputError(LisentryError):
-    """A file could not be used. ``path`` names it, ``reason`` says why (one line)."""
+    """A file could not be used. ``path`` names it, ``reason`` says why (one line).
 
-    def __init__(self, path: str | Path, reason: str):
+    ``frame`` is the number of the frame it concerns when the reader knows it (Bruker expno,
+    1-based row of a pseudo-2D ``ser``, JCAMP-DX/Varian frame number; ``-1``: the frame has no
+    number), ``None`` when not set; skip reports use it (see ``load_run``).
+    """
+
+    frame: int | None = None
+
+    def __init__(self, path: str | Path, reason: str, *, frame: int | None = None):
         self.path = Path(path)
         self.reason = " ".join(str(reason).split())  # always one line
+        if frame is not None:
+            self.frame = int(frame)
         super().__init__(f"{self.path}: {self.reason}")
 
 
 class BrukerFormatError(InputError):
     """A Bruker TopSpin file is missing, truncated or inconsistent."""
+
+
+class NmrFolderError(BrukerFormatError):
+    """The path given as the NMR folder is not one: missing, or a single experiment folder."""
 
 
 class IncompleteAcquisition(BrukerFormatError):

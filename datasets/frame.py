@@ -109,6 +109,9 @@ class RawFrame:
         Where the window came from: ``"audita"``, ``"acqus_DATE"``, ``"ser_rows"`` or ``"simulated"``.
     phase_deg : tuple[float, float] | None
         TopSpin's (PHC0, PHC1) in degrees when ``procs`` gives them.
+    notes : tuple of str
+        One-line warnings of the reader about this frame (e.g. how a ``ser`` row's time was
+        decided when ``audita.txt`` and the nominal duration disagree); given once per run.
     """
 
     source: Path
@@ -121,6 +124,7 @@ class RawFrame:
     spectrum_ppm: np.ndarray | None = None
     time_source: str = "acqus_DATE"
     phase_deg: tuple[float, float] | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def acq_mid(self) -> datetime:

@@ -16,7 +16,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from lisentry.datasets.errors import ConfigError, InputError
+from lisentry.datasets.errors import (ConfigError, IncompleteAcquisition, InputError,
+                                      NmrFolderError)
 from lisentry.datasets.frame import Frame, RawFrame, Run
 from lisentry.datasets.io import nmr
 from lisentry.datasets.io.potentiostat import EchemLog, read_echem
@@ -60,6 +61,7 @@ class RunAssembler:
     last_start: datetime | None = None
     on_note: Callable[[str], None] | None = field(default=_print_note, repr=False)
     notes: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
 
     def add(self, raw: RawFrame, window=None) -> Frame:
         """Process one raw frame; raises :class:`InputError` for an unusable one.
@@ -69,6 +71,8 @@ class RunAssembler:
         if self.last_start is not None and raw.acq_start <= self.last_start:
             raise InputError(raw.source, f"acquisition start {raw.acq_start.isoformat()} is not after "
                                          f"the previous frame's ({self.last_start.isoformat()})")
+        for note in raw.notes:
+            self._note(note, note)
         spectrum = self.pipeline.process(raw)
         self._note_reference(raw)
         if not np.isfinite(spectrum).any():
@@ -115,9 +119,14 @@ class RunAssembler:
                    "off; expect high OOD scores")
         else:
             return
+        self._note(kind, msg)
+
+    def _note(self, kind: str, msg: str) -> None:
+        """Give ``msg`` once per run (per ``kind``) to ``on_note`` and keep it in ``messages``."""
         if kind in self.notes:
             return
         self.notes.append(kind)
+        self.messages.append(msg)
         if self.on_note is not None:
             self.on_note(msg)
 
@@ -191,7 +200,10 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
     Returns
     -------
     Run
-        Frames in acquisition order; ``run.skipped`` lists ``(expno, path, reason)``.
+        Frames in acquisition order; ``run.skipped`` lists ``(frame, path, reason)`` (frame:
+        Bruker expno, 1-based ``ser`` row, JCAMP-DX/Varian frame number, -1 when none).
+        ``run.meta["notes"]`` keeps the run-level warnings given to ``on_note`` (e.g. trailing
+        experiments not acquired yet, ``meta["not_acquired"]``, which are not skipped).
     """
     opts = opts or LoadOptions()
     nmr_dir = Path(nmr_dir)
@@ -200,24 +212,81 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
     asm = RunAssembler(run_id or _run_id(nmr_dir), pipe, echem, on_note=on_note)
     frames: list[Frame] = []
     skipped: list[tuple[int, str, str]] = []
+
+    def skip(err: InputError) -> None:
+        skipped.append((frame_number(err), str(err.path), err.reason))
+        if on_skip:
+            on_skip(err)
+
+    pending: list[IncompleteAcquisition] = []   # not acquired yet: skipped only if a frame follows
     for item in nmr.iter_raw_frames(nmr_dir, use_processed=opts.use_processed,
-                                    expected_nucleus=opts.expected_nucleus):
+                                    expected_nucleus=opts.expected_nucleus,
+                                    skip_incomplete=False):
+        if isinstance(item, NmrFolderError):    # not a frame: the folder given is wrong
+            raise item
+        if isinstance(item, IncompleteAcquisition):
+            pending.append(item)
+            continue
+        for err in pending:                     # aborted: a later acquisition followed
+            skip(err)
+        pending.clear()
         try:
             if isinstance(item, InputError):
                 raise item
             frames.append(asm.add(item))
         except InputError as err:
-            skipped.append((_expno_of(err.path), str(err.path), err.reason))
-            if on_skip:
-                on_skip(err)
+            if err.frame is None and isinstance(item, RawFrame):
+                err.frame = item.expno      # e.g. a zeroed row of a ser: its row, not the folder
+            skip(err)
+    if pending:     # the trailing experiments still being acquired (or never started): say so
+        nums = ", ".join(str(frame_number(e)) for e in pending[:8]) + (", ..." if len(pending) > 8
+                                                                       else "")
+        asm._note("pending", f"note: {nmr_dir}: {len(pending)} trailing experiment(s) not read, "
+                             f"not acquired yet (frame {nums}): {pending[0].reason}")
     meta = {"nmr_dir": str(nmr_dir), "echem": str(opts.echem) if opts.echem else None,
             "processing": pipe.to_dict(), "t0": asm.t0.isoformat() if asm.t0 else None,
-            "echem_notes": list(echem.notes) if echem is not None else []}
+            "echem_notes": list(echem.notes) if echem is not None else [],
+            "notes": list(asm.messages),
+            "not_acquired": [(frame_number(e), str(e.path), e.reason) for e in pending]}
     return Run(asm.run_id, frames, meta=meta, skipped=skipped)
 
 
 def _run_id(nmr_dir: Path) -> str:
+    if nmr_dir.is_file():
+        return nmr_dir.stem
     return nmr_dir.parent.name if nmr_dir.name == "nmr" else nmr_dir.name
+
+
+def check_nmr_path(path: str | Path) -> None:
+    """Refuse, in one line, an NMR_DIR that no reader can take before anything is read.
+
+    A folder is left to the readers (which report what is missing in it); a file is accepted
+    when it is a JCAMP-DX file (``*.jdx``, ``*.dx``) or a Varian ``fid`` beside ``procpar``.
+
+    Raises
+    ------
+    NmrFolderError
+        ``path`` does not exist, or is a file of another kind.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return
+    if not p.exists():
+        raise NmrFolderError(p, "NMR folder missing")
+    if nmr.detect_format(p, count=False).format == "bruker":
+        raise NmrFolderError(p, "is a file, not an NMR folder; give the folder that holds the "
+                                "numbered experiments (or a ser), a folder of *.fid "
+                                "experiments or JCAMP-DX files, or one JCAMP-DX file "
+                                "(*.jdx, *.dx)")
+
+
+def frame_number(err: InputError) -> int:
+    """The number of the frame an error concerns, for skip reports: the reader's
+    ``err.frame`` when it set one (ser row, JCAMP-DX/Varian frame number, Bruker expno), else
+    the experiment number in the error's path (Bruker), else -1."""
+    if err.frame is not None:
+        return int(err.frame)
+    return _expno_of(err.path)
 
 
 def _expno_of(path: Path) -> int:

@@ -101,15 +101,15 @@ def inspect(nmr_dir: NmrDir, echem: EchemOpt = None, echem_start: EchemStartOpt 
     for note in list(getattr(listing, "notes", [])) + run.meta.get("echem_notes", []):
         typer.echo(f"problem: {note}")
     for expno, path, reason in run.skipped:
-        typer.echo(f"skipped frame {expno}: {path}: {reason}")
+        typer.echo(f"skipped frame {expno if expno >= 0 else '(no number)'}: {path}: {reason}")
     if not len(run):
         raise typer.Exit(1)
 
 
 def _require_dir(path: Path) -> None:
-    from lisentry.datasets.errors import InputError
-    if not Path(path).is_dir():
-        raise InputError(path, "NMR folder missing")
+    """A missing NMR_DIR (or a file no reader takes): one line. A JCAMP-DX file is accepted."""
+    from lisentry.datasets.loading import check_nmr_path
+    check_nmr_path(path)
 
 
 def _median_period_min(run) -> float:

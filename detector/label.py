@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lisentry.datasets.errors import InputError, LisentryError
-from lisentry.datasets.loading import LoadOptions, load_run, pipeline_for
+from lisentry.datasets.loading import LoadOptions, check_nmr_path, load_run, pipeline_for
 from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.online import OnlineDetector
 from lisentry.detector.outputs import (output_stem, write_labels_atomic, write_provenance,
@@ -86,8 +86,7 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
     t0 = time.perf_counter()
     config = ProcessingConfig.from_dict(bundle.processing) if bundle.processing else None
     pipeline = pipeline_for(job.opts, config)
-    if not Path(job.nmr_dir).is_dir():
-        raise InputError(job.nmr_dir, "NMR folder missing")
+    check_nmr_path(job.nmr_dir)           # missing, or a file no reader takes: one line
     run = load_run(job.nmr_dir, job.opts, pipeline=pipeline, run_id=job.run_id)
     for note in run.meta.get("echem_notes", []):  # e.g. unreadable rows dropped from the log
         print(f"note: {job.opts.echem}: {note}", file=sys.stderr, flush=True)

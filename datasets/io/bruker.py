@@ -35,7 +35,8 @@ import numpy as np
 import nmrglue as ng
 from nmrglue.fileio import bruker as _ngb
 
-from lisentry.datasets.errors import BrukerFormatError, IncompleteAcquisition, InputError
+from lisentry.datasets.errors import (BrukerFormatError, IncompleteAcquisition, InputError,
+                                      NmrFolderError)
 from lisentry.datasets.frame import AcquisitionParams, RawFrame
 
 __all__ = [
@@ -788,11 +789,27 @@ def read_experiment(expdir: str | Path, *, use_processed: bool = False,
         path = os.path.join(d, "fid")
         if "fid" not in names:
             raise BrukerFormatError(path, "missing")
-        fid = _read_fid(path, acq)
+        try:
+            fid = _read_fid(path, acq)
+        except IncompleteAcquisition as err:
+            win = _completed_window(d) if "audita.txt" in names else None
+            if win is None:
+                raise
+            raise BrukerFormatError(path, f"{err.reason.split(':')[0]} although audita.txt records "
+                                          f"a completed acquisition ({win[0].isoformat()} .. "
+                                          f"{win[1].isoformat()}): no data") from None
     start, end, source = _times(d, acqus, acq, "audita.txt" in names)
     return RawFrame(source=expdir, expno=_expno(expdir), acq=acq, acq_start=start, acq_end=end,
                     fid=fid, spectrum=spectrum, spectrum_ppm=ppm, time_source=source,
                     phase_deg=phase)
+
+
+def _completed_window(expdir: str | Path) -> tuple[datetime, datetime] | None:
+    """The completed acquisition window of ``audita.txt``, or None (none, or unreadable)."""
+    try:
+        return _audita_window(parse_audita(os.path.join(expdir, "audita.txt")))
+    except InputError:
+        return None
 
 
 def _read_1r(expdir: Path, procs: dict | None) -> tuple[np.ndarray, np.ndarray]:
@@ -842,8 +859,10 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
     evenly spaced, each acquired for the nominal row duration ``T = (NS + DS) * (D1 + AQ)``.
     With a completed ``audita.txt`` entry, row ``i`` (0-based) starts at ``start + i*d`` with
     spacing ``d = (end - start) / n_acquired`` and ends ``min(T, d)`` later (a pulse program
-    may wait between rows: the spacing then includes the wait, the acquisition does not);
-    otherwise ``d = T`` and the rows follow each other, anchored at the audita start, or,
+    may wait between rows: the spacing then includes the wait, the acquisition does not).
+    When rows are missing (file cut short, trailing rows zero) and that spacing disagrees with
+    ``T`` by more than 20 %, the spacing is decided by :func:`_ser_row_spacing` and a note
+    says so (``RawFrame.notes``); otherwise ``d = T`` and the rows follow each other, anchored at the audita start, or,
     without audita, so that the last acquired row ends at ``##$DATE``.
 
     Parameters
@@ -894,12 +913,15 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
         raise IncompleteAcquisition(ser, "all rows zero: acquisition started, no data yet")
     d_nominal = acq.duration_s
     audita = expdir / "audita.txt"
+    notes: tuple[str, ...] = ()
     if audita.exists():
         entries = parse_audita(audita)
         win = _audita_window(entries)
         if win is not None:
             start, end = win
-            d = (end - start).total_seconds() / n_acq
+            d, note = _ser_row_spacing((end - start).total_seconds(), n_acq, td2, d_nominal)
+            if note:
+                notes = (f"warning: {ser}: {note}",)
         else:
             starts = [e.started for e in entries if e.started is not None]
             if not starts:
@@ -918,7 +940,52 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
     length = timedelta(seconds=min(d_nominal, d)) if d_nominal > 0 else step
     return [RawFrame(source=ser, expno=i + 1, acq=acq, acq_start=start + i * step,
                      acq_end=start + i * step + length, fid=data[i].copy(),
-                     time_source="ser_rows", phase_deg=phase) for i in range(n_acq)]
+                     time_source="ser_rows", phase_deg=phase, notes=notes) for i in range(n_acq)]
+
+
+#: Relative disagreement between a ``ser``'s row spacing from ``audita.txt`` and the nominal
+#: row duration beyond which the spacing is not trusted (see :func:`_ser_row_spacing`).
+SER_SPACING_TOLERANCE = 0.2
+
+
+def _ser_row_spacing(window_s: float, n_acq: int, td2: int, nominal_s: float
+                     ) -> tuple[float, str | None]:
+    """Row spacing (s) of a ``ser`` with a completed ``audita.txt`` window, and a note.
+
+    The window divided by the acquired rows is used when all ``td2`` rows are there (it is
+    then measured: a wait between rows is part of it) or when it agrees with the nominal row
+    duration within :data:`SER_SPACING_TOLERANCE` (an acquisition halted early). Otherwise,
+    with rows missing (file cut short or trailing rows zero):
+
+    * the window can hold all ``td2`` planned rows (window / ``td2`` at least the nominal
+      duration, less the tolerance): a completed acquisition ran them all, so the spacing is
+      window / ``td2`` (without this the acquired rows would be spread over the whole window,
+      each ``td2 / n_acq`` times too long);
+    * else the nominal duration.
+
+    Either way the note says what was decided and why.
+
+    Examples
+    --------
+    >>> _ser_row_spacing(2000.0, 7, 20, 100.0)[0]     # 20 rows of 100 s, 7 left in the file
+    100.0
+    >>> _ser_row_spacing(700.0, 7, 20, 100.0)         # halted after 7 rows
+    (100.0, None)
+    """
+    d = window_s / n_acq
+    if n_acq >= td2 or not nominal_s > 0:
+        return d, None
+    tol = SER_SPACING_TOLERANCE
+    if abs(d - nominal_s) <= tol * nominal_s:
+        return d, None
+    missing = (f"rows {n_acq + 1}..{td2} of {td2} missing or all zero although audita.txt "
+               f"records a completed acquisition of {window_s:.0f} s; window / {n_acq} acquired "
+               f"rows = {d:.1f} s per row disagrees with the nominal {nominal_s:.1f} s (NS, DS, "
+               "D1, AQ) by more than {:.0f} %".format(100 * tol))
+    d_all = window_s / td2
+    if d_all >= (1 - tol) * nominal_s:
+        return d_all, f"{missing}: the window holds all {td2} rows, rows taken {d_all:.1f} s apart"
+    return nominal_s, f"{missing}: rows taken {nominal_s:.1f} s apart (nominal)"
 
 
 # --------------------------------------------------------------------------------------
@@ -968,12 +1035,13 @@ def scan_series(nmr_dir: str | Path) -> SeriesListing:
 
     Raises
     ------
-    BrukerFormatError
-        The folder does not exist.
+    NmrFolderError
+        The folder does not exist, or is one experiment folder (``acqus``/``fid`` in it, no
+        numbered folder): the folder that holds the experiments is expected.
     """
     root = Path(nmr_dir)
     if not root.is_dir():
-        raise BrukerFormatError(root, "NMR folder missing")
+        raise NmrFolderError(root, "NMR folder missing")
     if (root / "nmr").is_dir() and not any(p.name.isdigit() for p in root.iterdir()):
         root = root / "nmr"
     listing = SeriesListing(root=root)
@@ -995,6 +1063,12 @@ def scan_series(nmr_dir: str | Path) -> SeriesListing:
     listing.experiments.sort()
     listing.empty.sort()
     listing.ignored.sort()
+    if not listing.n_folders:
+        found = [n for n in ("acqus", "fid", "audita.txt") if (root / n).is_file()]
+        if found:
+            raise NmrFolderError(root, f"is one experiment folder ({found[0]} found); give the "
+                                       "folder that holds the numbered experiments, "
+                                       f"{root.parent}{os.sep}")
     if len(listing.experiments) == 1 and (listing.experiments[0][1] / "ser").is_file():
         listing.ser = listing.experiments[0][1] / "ser"
     return listing
@@ -1036,9 +1110,11 @@ def iter_raw_frames(nmr_dir: str | Path, *, use_processed: bool = False,
             rows = read_ser(listing.ser, expected_nucleus=expected_nucleus)
         except IncompleteAcquisition as err:
             if not skip_incomplete:
+                err.frame = -1 if err.frame is None else err.frame   # no row read: none
                 yield err
             return
         except InputError as err:
+            err.frame = -1 if err.frame is None else err.frame       # the whole ser
             yield err
             return
         yield from _ordered(rows)
@@ -1053,9 +1129,11 @@ def iter_raw_frames(nmr_dir: str | Path, *, use_processed: bool = False,
             frame = read_experiment(path, use_processed=use_processed,
                                     expected_nucleus=expected_nucleus)
         except IncompleteAcquisition as err:
+            err.frame = expno
             pending.append(err)
             continue
         except InputError as err:
+            err.frame = expno
             yield from pending
             pending.clear()
             yield err
@@ -1063,14 +1141,15 @@ def iter_raw_frames(nmr_dir: str | Path, *, use_processed: bool = False,
         except Exception as exc:  # never let an unexpected error stop the series
             yield from pending
             pending.clear()
-            yield BrukerFormatError(path, f"unexpected {type(exc).__name__}: {_short(exc)}")
+            yield BrukerFormatError(path, f"unexpected {type(exc).__name__}: {_short(exc)}",
+                                    frame=expno)
             continue
         yield from pending
         pending.clear()
         if last is not None and frame.acq_start <= last.acq_start:
             yield BrukerFormatError(path, f"acquisition start {frame.acq_start.isoformat()} not "
                                           f"after that of expno {last.expno} "
-                                          f"({last.acq_start.isoformat()})")
+                                          f"({last.acq_start.isoformat()})", frame=expno)
             continue
         last = frame
         yield frame
@@ -1082,7 +1161,8 @@ def _ordered(frames: list[RawFrame]) -> Iterator[RawFrame | InputError]:
     last = None
     for f in frames:
         if last is not None and f.acq_start <= last.acq_start:
-            yield BrukerFormatError(f.source, f"row {f.expno}: start not after row {last.expno}")
+            yield BrukerFormatError(f.source, f"row {f.expno}: start not after row {last.expno}",
+                                    frame=f.expno)
             continue
         last = f
         yield f

@@ -30,7 +30,8 @@ nominal duration ``NS x (D1 + AQ)`` from ``##$NS``, ``##$D`` and the data size.
 Series: a folder of JCAMP-DX files, one frame each. Frame order is the number in the file
 name (the last digit group of the stem, e.g. ``li7_0012.jdx`` -> 12, which is then the
 ``expno``) when every file has a distinct one, else the acquisition time (``expno`` = the
-1-based position).
+1-based position). The errors yielded for unreadable files carry that number as
+``InputError.frame`` (``-1`` when frames are numbered by time: an unreadable file has none).
 """
 from __future__ import annotations
 
@@ -380,10 +381,10 @@ def iter_jcamp_frames(folder: str | Path, *, expected_nucleus: str | None = "7Li
     elif folder.is_dir():
         files = list_jcamp_files(folder)
     else:
-        yield JcampFormatError(folder, "JCAMP-DX folder missing")
+        yield JcampFormatError(folder, "JCAMP-DX folder missing", frame=-1)
         return
     if not files:
-        yield JcampFormatError(folder, "no JCAMP-DX file (*.jdx, *.dx)")
+        yield JcampFormatError(folder, "no JCAMP-DX file (*.jdx, *.dx)", frame=-1)
         return
     nums = [_number(p) for p in files]
     by_number = None not in nums and len(set(nums)) == len(nums)
@@ -396,6 +397,10 @@ def iter_jcamp_frames(folder: str | Path, *, expected_nucleus: str | None = "7Li
             item = err
         except Exception as exc:  # never let one file stop the series
             item = JcampFormatError(p, f"unexpected {type(exc).__name__}: {_short(exc)}")
+        if isinstance(item, InputError) and item.frame is None:
+            # the frame number of an unreadable file: the number in its name, or none (-1)
+            # when frames are numbered by acquisition time
+            item.frame = _number(p) if by_number else -1
         items.append(item)
     if not by_number:
         good = sorted((i for i in items if isinstance(i, RawFrame)), key=lambda r: r.acq_start)
@@ -407,7 +412,8 @@ def iter_jcamp_frames(folder: str | Path, *, expected_nucleus: str | None = "7Li
         if isinstance(item, RawFrame):
             if last is not None and item.acq_start <= last.acq_start:
                 yield JcampFormatError(item.source, f"acquisition start {item.acq_start.isoformat()} "
-                                                    f"not after that of frame {last.expno}")
+                                                    f"not after that of frame {last.expno}",
+                                       frame=item.expno)
                 continue
             last = item
         yield item

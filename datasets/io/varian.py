@@ -34,7 +34,9 @@ evenly between them (traces follow each other without gaps; documented assumptio
 
 Series: a folder of ``*.fid`` folders; order by the number in the folder names when all are
 distinct (``expno`` = that number), else by acquisition start (``expno`` = 1-based position).
-A single (possibly arrayed) ``.fid`` folder gives ``expno`` = 1-based trace number.
+A single (possibly arrayed) ``.fid`` folder gives ``expno`` = 1-based trace number. The errors
+yielded for unreadable folders carry that number as ``InputError.frame`` (``-1`` when the
+frames are numbered by position, or the whole experiment could not be read).
 """
 from __future__ import annotations
 
@@ -325,16 +327,18 @@ def iter_varian_frames(nmr_dir: str | Path, *, expected_nucleus: str | None = "7
         try:
             frames: list = read_varian(root, expected_nucleus=expected_nucleus, tz=tz)
         except InputError as err:
+            err.frame = -1 if err.frame is None else err.frame   # the whole experiment
             yield err
             return
         yield from _ordered(frames)
         return
     if not root.is_dir():
-        yield VarianFormatError(root, "Varian folder missing")
+        yield VarianFormatError(root, "Varian folder missing", frame=-1)
         return
     dirs = list_varian_dirs(root)
     if not dirs:
-        yield VarianFormatError(root, "no Varian experiment (*.fid folder with fid + procpar)")
+        yield VarianFormatError(root, "no Varian experiment (*.fid folder with fid + procpar)",
+                                frame=-1)
         return
     nums = [_number(p) for p in dirs]
     by_number = None not in nums and len(set(nums)) == len(nums)
@@ -342,18 +346,24 @@ def iter_varian_frames(nmr_dir: str | Path, *, expected_nucleus: str | None = "7
         dirs = [p for _, p in sorted(zip(nums, dirs))]
     good: list[RawFrame] = []
     items: list = []
+    folder_of: dict[int, Path] = {}          # id(error) -> its experiment folder
     for p in dirs:
         try:
             rows = read_varian(p, expected_nucleus=expected_nucleus, tz=tz)
         except InputError as err:
             items.append(err)
+            folder_of[id(err)] = p
             continue
         except Exception as exc:  # never let one folder stop the series
             items.append(VarianFormatError(p, f"unexpected {type(exc).__name__}: {_short(exc)}"))
+            folder_of[id(items[-1])] = p
             continue
         items.extend(rows)
         good.extend(rows)
     single = all(sum(1 for r in good if r.source == g.source) == 1 for g in good)
+    for item in items:       # frame number of an unreadable folder: its number, when frames
+        if isinstance(item, InputError) and item.frame is None:     # are numbered so
+            item.frame = _number(folder_of[id(item)]) if by_number and single else -1
     if by_number and single:
         items = [dataclasses.replace(r, expno=_number(r.source)) if isinstance(r, RawFrame) else r
                  for r in items]
@@ -372,7 +382,8 @@ def _ordered(items: list) -> Iterator[RawFrame | InputError]:
             if last is not None and item.acq_start <= last.acq_start:
                 yield VarianFormatError(item.source, f"frame {item.expno}: acquisition start "
                                                      f"{item.acq_start.isoformat()} not after "
-                                                     f"that of frame {last.expno}")
+                                                     f"that of frame {last.expno}",
+                                        frame=item.expno)
                 continue
             last = item
         yield item

@@ -193,17 +193,28 @@ def test_ser_partial_rows(tmp_path):
         k = np.argmax(np.abs(np.fft.fftshift(np.fft.fft(r.fid))))
         f = np.fft.fftshift(np.fft.fftfreq(256, 1 / acq.sw_Hz))[k]
         assert abs(f - 500.0 * i) < 2 * acq.sw_Hz / 256
-    # completed ser: d from the audit window; file holding only the acquired rows + junk bytes
+    # completed ser, all 8 rows there, 30 s apart (a wait between rows): d from the audit
+    # window / rows, each row acquired for the nominal (NS + DS)(D1 + AQ)
+    all8 = np.stack([line_fid(acq, [500.0 * k]) for k in range(8)])
+    bw.write_ser(tmp_path / "3", all8, acq, T0, 30.0)
+    rows = bruker.read_ser(tmp_path / "3")
+    nominal = timedelta(seconds=d)
+    assert len(rows) == 8 and all(r.notes == () for r in rows)
+    for i, r in enumerate(rows):
+        assert r.acq_start == T0 + timedelta(seconds=30 * i)
+        assert abs((r.acq_end - r.acq_start - nominal).total_seconds()) < 1e-6
+    # completed ser whose file holds only 3 of the 8 rows + junk bytes: the complete rows are
+    # read; window / 3 rows (30 s) disagrees with the nominal ~4 s and the window holds all 8
+    # rows, so they are window / 8 apart, with a note saying so
     bw.write_ser(tmp_path / "2", fids[:3], acq, T0, 30.0, n_rows_total=8, truncate_file=True)
     with open(tmp_path / "2" / "ser", "ab") as fh:
         fh.write(b"\x01" * 100)
     rows = bruker.read_ser(tmp_path / "2")
-    # rows 30 s apart (audit window / rows), each acquired for the nominal (NS + DS)(D1 + AQ)
-    nominal = timedelta(seconds=d)
     assert len(rows) == 3
     for i, r in enumerate(rows):
-        assert r.acq_start == T0 + timedelta(seconds=30 * i)
+        assert abs((r.acq_start - (T0 + timedelta(seconds=90 / 8 * i))).total_seconds()) < 1e-3
         assert abs((r.acq_end - r.acq_start - nominal).total_seconds()) < 1e-6
+        assert len(r.notes) == 1 and "rows 4..8 of 8" in r.notes[0]
     out = list(bruker.iter_raw_frames(tmp_path / "2"))
     assert [r.expno for r in out] == [1, 2, 3]
 
@@ -255,7 +266,9 @@ def test_iter_raw_frames_reports_bad_frames_and_goes_on(tmp_path):
              for o in out]
     assert isinstance(out[0], RawFrame) and out[0].expno == 1
     assert isinstance(out[1], BrukerFormatError) and "23Na" in str(out[1])
-    assert isinstance(out[2], IncompleteAcquisition), kinds
+    # 3's audita.txt records a completed acquisition: its zeros are no data, not "in progress"
+    assert isinstance(out[2], BrukerFormatError) and "all zeros although audita.txt" in str(out[2])
+    assert not isinstance(out[2], IncompleteAcquisition), kinds
     assert isinstance(out[3], RawFrame) and out[3].expno == 4
     assert isinstance(out[4], IncompleteAcquisition)  # 5 is followed by 6: reported
     assert isinstance(out[5], BrukerFormatError) and "not after" in str(out[5])
@@ -305,7 +318,8 @@ def test_read_errors_name_file_and_problem(tmp_path, case, needle):
         bruker.read_experiment(e)
     msg = str(info.value)
     assert needle in msg and "\n" not in msg and str(e) in msg
-    assert isinstance(info.value, IncompleteAcquisition) == (case == "zeros")
+    # (all zeros under a completed audita.txt: no data, not an acquisition in progress)
+    assert not isinstance(info.value, IncompleteAcquisition)
 
 
 def test_wrong_nucleus_can_be_allowed(tmp_path):

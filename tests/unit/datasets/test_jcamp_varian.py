@@ -414,3 +414,42 @@ def test_dispatcher_keeps_bruker_and_rejects_nothing_silently(tmp_path):
     single = write_jcamp_spectrum(tmp_path / "one_5.jdx")
     (raw,) = list(nmr.iter_raw_frames(single))
     assert isinstance(raw, RawFrame) and raw.expno == 5
+
+
+def test_skipped_jcamp_and_varian_frames_carry_their_numbers(tmp_path):
+    d = tmp_path / "jdx"
+    d.mkdir()
+    for k in (1, 2, 3):
+        write_jcamp_spectrum(d / f"li7_{k:04d}.jdx", nucleus="^1H" if k == 2 else "^7Li",
+                             date=f"##LONGDATE= 2024/05/01 10:{5 * k:02d}:00 +0000")
+    run = load_run(d, on_skip=None, on_note=None)
+    assert [f.expno for f in run] == [1, 3]
+    assert [s[0] for s in run.skipped] == [2]                  # was -1
+    # numbered by time (no number in the names): an unreadable file has none
+    e = tmp_path / "2024"
+    e.mkdir()
+    write_jcamp_spectrum(e / "early.dx", date="##LONGDATE= 2024/05/01 10:00:00 +0000")
+    write_jcamp_spectrum(e / "bad.dx", nucleus="^1H")
+    run = load_run(e, on_skip=None, on_note=None)
+    assert [s[0] for s in run.skipped] == [-1]                 # not the 2024 of the folder
+    root = tmp_path / "vnmr"
+    for k in (3, 7):
+        start = datetime(2024, 5, 1, 10, 0) + timedelta(minutes=10 * k)
+        write_varian(root / f"li7_{k}.fid", np.conj(_fid(n=256)), tn="Na23" if k == 7 else "Li7",
+                     time_run=f"{start:%Y%m%dT%H%M%S}",
+                     time_complete=f"{start + timedelta(minutes=5):%Y%m%dT%H%M%S}")
+    run = load_run(root, on_skip=None, on_note=None)
+    assert [f.expno for f in run] == [3] and [s[0] for s in run.skipped] == [7]
+
+
+def test_single_jcamp_file_as_nmr_dir_is_read_by_inspect(tmp_path):
+    from typer.testing import CliRunner
+    from lisentry.detector.cli import app
+    f = write_jcamp_spectrum(tmp_path / "one_5.jdx")
+    res = CliRunner().invoke(app, ["inspect", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "1 folders, 1 frames read, 0 skipped" in res.stdout
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    res = CliRunner().invoke(app, ["inspect", str(other)])
+    assert res.exit_code == 2 and "is a file, not an NMR folder" in res.stderr
