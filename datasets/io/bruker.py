@@ -919,7 +919,11 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
         win = _audita_window(entries)
         if win is not None:
             start, end = win
-            d, note = _ser_row_spacing((end - start).total_seconds(), n_acq, td2, d_nominal)
+            # a file shorter than TD2 rows was cut (a copy); a full-size one whose last rows
+            # are zero was halted, and its window covers only the rows acquired
+            cut = size // row_bytes < td2
+            d, note = _ser_row_spacing((end - start).total_seconds(), n_acq, td2, d_nominal,
+                                       file_cut=cut)
             if note:
                 notes = (f"warning: {ser}: {note}",)
         else:
@@ -948,14 +952,16 @@ def read_ser(path: str | Path, *, expected_nucleus: str | None = "7Li") -> list[
 SER_SPACING_TOLERANCE = 0.2
 
 
-def _ser_row_spacing(window_s: float, n_acq: int, td2: int, nominal_s: float
-                     ) -> tuple[float, str | None]:
+def _ser_row_spacing(window_s: float, n_acq: int, td2: int, nominal_s: float,
+                     file_cut: bool = True) -> tuple[float, str | None]:
     """Row spacing (s) of a ``ser`` with a completed ``audita.txt`` window, and a note.
 
     The window divided by the acquired rows is used when all ``td2`` rows are there (it is
-    then measured: a wait between rows is part of it) or when it agrees with the nominal row
-    duration within :data:`SER_SPACING_TOLERANCE` (an acquisition halted early). Otherwise,
-    with rows missing (file cut short or trailing rows zero):
+    then measured: a wait between rows is part of it), when the file is full-size and only its
+    last rows are zero (``file_cut`` False: TopSpin creates the file full-size, so the
+    acquisition was halted and the window covers the acquired rows, waits included), or when
+    it agrees with the nominal row duration within :data:`SER_SPACING_TOLERANCE`. Otherwise,
+    with rows missing from a file shorter than ``td2`` rows (a copy cut short):
 
     * the window can hold all ``td2`` planned rows (window / ``td2`` at least the nominal
       duration, less the tolerance): a completed acquisition ran them all, so the spacing is
@@ -973,7 +979,7 @@ def _ser_row_spacing(window_s: float, n_acq: int, td2: int, nominal_s: float
     (100.0, None)
     """
     d = window_s / n_acq
-    if n_acq >= td2 or not nominal_s > 0:
+    if n_acq >= td2 or not nominal_s > 0 or not file_cut:
         return d, None
     tol = SER_SPACING_TOLERANCE
     if abs(d - nominal_s) <= tol * nominal_s:

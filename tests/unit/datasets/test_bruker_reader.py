@@ -217,6 +217,13 @@ def test_ser_partial_rows(tmp_path):
         assert len(r.notes) == 1 and "rows 4..8 of 8" in r.notes[0]
     out = list(bruker.iter_raw_frames(tmp_path / "2"))
     assert [r.expno for r in out] == [1, 2, 3]
+    # halted after 3 of 8 rows, 30 s apart (waits between rows): TopSpin's full-size file with
+    # its last rows zero; the completed window covers the 3 rows, so they stay 30 s apart
+    bw.write_ser(tmp_path / "4", fids[:3], acq, T0, 30.0, n_rows_total=8)
+    rows = bruker.read_ser(tmp_path / "4")
+    assert len(rows) == 3 and all(r.notes == () for r in rows)
+    for i, r in enumerate(rows):
+        assert abs((r.acq_start - (T0 + timedelta(seconds=30 * i))).total_seconds()) < 1e-3
 
 
 def _series(root, n=4, **kw):
