@@ -134,6 +134,9 @@ def live_run(sim_run, tmp_path) -> LiveRun:
 def read_events(path: Path) -> list[dict]:
     """All events of a JSON-lines events file."""
     text = Path(path).read_text(encoding="utf-8") if Path(path).exists() else ""
+    # only complete lines: read while the watcher appends, the last line may be half there
+    # (a write is not atomic against a concurrent read, e.g. across a page boundary)
+    text = text[: text.rfind("\n") + 1]
     return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
 
