@@ -3,7 +3,6 @@
 """Event-free runs with a deformed CE (272 ppm, 25 % of the CE signal): how often does each
 default raise a plating alarm? (previous default: trained without any deformed-CE runs)."""
 import dataclasses, sys
-import numpy as np
 from lisentry.datasets.sim.scenarios import FAMILIES
 from lisentry.datasets.sim.run import simulate_run, to_run
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig

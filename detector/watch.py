@@ -32,7 +32,7 @@ import numpy as np
 
 from lisentry.datasets.errors import InputError, LisentryError
 from lisentry.datasets.io import bruker
-from lisentry.datasets.loading import LoadOptions, RunAssembler, _run_id, pipeline_for
+from lisentry.datasets.loading import LoadOptions, RunAssembler, _print_note, _run_id, pipeline_for
 from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.actions import AlarmAction
 from lisentry.detector.online import OnlineDetector
@@ -65,7 +65,7 @@ class Watcher:
         self.bundle = bundle
         self.cfg = config or WatchConfig()
         self.stdout = stdout if stdout is not None else sys.stdout
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or _print_note
         self.action = action
         self.events = EventLog(events)
         # (a torn last line left by a kill is cut and reported by EventLog itself, once)
