@@ -93,7 +93,8 @@ def spectral_noise(spectra: np.ndarray, window: np.ndarray) -> float:
 def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float,
                 donors: list[RunTensors] | None = None,
                 noise_window: np.ndarray | None = None) -> RunTensors:
-    """Run-level augmentation: intensity scale, small reference shift, dropped potential log,
+    """Run-level augmentation: intensity scale, small reference shift, dropped potential log
+    (whole, or ``drop_echem_prefix``: only its first 1..``drop_echem_prefix_max_frames`` frames),
     (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
     that multiplies the run's spectral noise by a log-uniform factor in
@@ -139,6 +140,12 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     echem, mask = rt.echem, rt.echem_mask
     if rng.random() < float(cfg.get("drop_echem", 0.0)):
         echem, mask = np.zeros_like(echem), np.zeros_like(mask)
+    elif float(cfg.get("drop_echem_prefix", 0.0)) and rng.random() < float(cfg["drop_echem_prefix"]):
+        # A potential log that starts after the first spectra (the potentiostat started late,
+        # or its file begins later): the first k frames have no echem, the rest do.
+        k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))
+        echem, mask = echem.copy(), mask.copy()
+        echem[:k], mask[:k] = 0, 0
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
 

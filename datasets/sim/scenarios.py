@@ -24,6 +24,8 @@ YAML shape::
       current_scale: {log: [0.8, 1.25]}   # multiplies every current step
       hazard_scale: {log: [0.8, 1.25]}    # multiplies every hazard coefficient
       hold_offset_V: [-0.002, 0.002]       # added to every hold potential
+      initial_rest_h: [-0.5, 1.0]          # open-circuit rest before the first step, h
+                                           # (a draw <= 0: none; protocol times shift with it)
 
 Families whose short has electrochemical/spectral precursors say so in
 ``has_short_precursors``; lead-time goals apply to those (interfaces.md).
@@ -43,7 +45,7 @@ import yaml
 
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.datasets.sim.cell import CellParams, CellTrajectory, simulate
-from lisentry.datasets.sim.protocol import CurrentStep, HoldStep, Protocol
+from lisentry.datasets.sim.protocol import CurrentStep, HoldStep, Limit, Protocol, RestStep
 
 __all__ = ["Family", "FAMILIES", "FAMILY_FILES", "PARAMS_DIR", "get_family", "load_family_yaml",
            "sample_params", "ce_shift_ppm", "LI7_GAMMA_RATIO"]
@@ -73,7 +75,7 @@ _ACQ_DEFAULTS = {"field_MHz": 500.0, "ns": 120, "d1_s": 5.0, "frame_period_s": 6
                  "snr": 200.0, "phc0_deg": 0.0, "phc1_deg": 0.0}
 _TOP_KEYS = {"name", "description", "source", "has_short_precursors", "precursors", "dt_s",
              "protocol", "cell", "nmr", "acquisition", "randomize"}
-_SPECIAL_RANDOM = ("current_scale", "hazard_scale", "hold_offset_V")
+_SPECIAL_RANDOM = ("current_scale", "hazard_scale", "hold_offset_V", "initial_rest_h")
 
 # Bulk-magnetic-susceptibility shift of a flat Li electrode vs its angle to B0 (domain.md).
 _CE_ANGLES = (0.0, 30.0, 45.0, 90.0)
@@ -311,6 +313,28 @@ def _scale_protocol(protocol: Protocol, current_scale: float, hold_offset_V: flo
     return Protocol(tuple(steps))
 
 
+def with_initial_rest(protocol: Protocol, rest_s: float) -> Protocol:
+    """``protocol`` preceded by ``rest_s`` seconds at open circuit.
+
+    Operando runs usually start with a few spectra of the cell at rest before the potentiostat
+    applies current (the real Li | Li run's log starts five frames after its first spectrum);
+    a model that never saw such a start reads the first frames of an unknown cell as whatever
+    its family's early frames were. Every ``until T`` (protocol-clock) limit moves by
+    ``rest_s`` so the steps after the rest keep their durations.
+    """
+    if rest_s <= 0:
+        return protocol
+    steps = [RestStep((Limit("duration_s", float(rest_s)),),
+                      description=f"Rest for {rest_s / 60:.3g} min (initial open circuit)")]
+    for s in protocol.steps:
+        if any(lim.kind == "time_s" for lim in s.limits):
+            s = dataclasses.replace(s, limits=tuple(
+                dataclasses.replace(lim, value=lim.value + rest_s) if lim.kind == "time_s" else lim
+                for lim in s.limits))
+        steps.append(s)
+    return Protocol(tuple(steps))
+
+
 def sample_params(family: str | Family, rng: np.random.Generator | int | None = None) -> Family:
     """Draw one domain-randomized variant of a family.
 
@@ -337,7 +361,8 @@ def sample_params(family: str | Family, rng: np.random.Generator | int | None = 
     rng = np.random.default_rng(rng)
     cell = fam.cell.to_dict()
     nmr, acq = dict(fam.nmr), dict(fam.acquisition)
-    special = {"current_scale": 1.0, "hazard_scale": 1.0, "hold_offset_V": 0.0}
+    special = {"current_scale": 1.0, "hazard_scale": 1.0, "hold_offset_V": 0.0,
+               "initial_rest_h": 0.0}
     for key in sorted(fam.randomize):
         lo, hi, log = _range(key, fam.randomize[key])
         val = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if log else float(rng.uniform(lo, hi))
@@ -355,5 +380,6 @@ def sample_params(family: str | Family, rng: np.random.Generator | int | None = 
                 cell[name] = cell[name] * special["hazard_scale"]
     cell["larmor_MHz"] = float(acq["field_MHz"]) * LI7_GAMMA_RATIO
     protocol = _scale_protocol(fam.protocol, special["current_scale"], special["hold_offset_V"])
+    protocol = with_initial_rest(protocol, max(special["initial_rest_h"], 0.0) * 3600.0)
     return dataclasses.replace(fam, protocol=protocol, cell=CellParams.from_dict(cell), nmr=nmr,
                                acquisition=acq)

@@ -10,7 +10,7 @@ from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.sim.cell import CellTrajectory
 from lisentry.datasets.sim.scenarios import (FAMILIES, FAMILY_FILES, PARAMS_DIR, Family,
                                              ce_shift_ppm, get_family, load_family_yaml,
-                                             sample_params)
+                                             sample_params, with_initial_rest)
 from lisentry.datasets.sim.truth import label_frames
 
 REQUIRED = {"hc_sulfide_ccv", "hc_sulfide_overlithiation", "hc_sulfide_lowpressure",
@@ -74,12 +74,42 @@ def test_sample_params_ranges_and_determinism():
         assert 25 <= d.cell.stack_pressure_MPa <= 45
         assert d.cell.larmor_MHz == pytest.approx(d.acquisition["field_MHz"] * 0.38863)
     # current scaling changes the protocol's current, not the family's
-    scaled = [d.protocol.steps[0].value_A_per_g for d in draws]
+    scaled = [next(s for s in d.protocol.steps if s.kind == "current").value_A_per_g for d in draws]
     assert min(scaled) >= 0.05 * 0.8 - 1e-12 and max(scaled) <= 0.05 * 1.25 + 1e-12
     assert fam.protocol.steps[0].value_A_per_g == 0.05
     # randomized variants still short, at varied times
     t = [d.simulate(i).t_short_s for i, d in enumerate(draws[:6])]
     assert all(x is not None for x in t) and np.std(t) > 300
+
+
+def test_initial_rest_prepends_open_circuit_and_moves_events():
+    """A randomized initial rest: some draws have none, the others start at open circuit
+    (zero current, no event during it) and every later event moves by about the rest."""
+    fam = FAMILIES["hc_sulfide_overlithiation"]
+    draws = [sample_params(fam, s) for s in range(30)]
+    rests = [d.protocol.steps[0].duration_s if d.protocol.steps[0].kind == "rest" else 0.0
+             for d in draws]
+    assert sum(r == 0 for r in rests) >= 4 and sum(r > 0 for r in rests) >= 10
+    assert max(rests) <= 3600.0
+    base = fam.simulate(0)
+    for rest_h in (0.5, 1.0):
+        moved = dataclasses.replace(fam, protocol=with_initial_rest(fam.protocol, rest_h * 3600))
+        assert moved.protocol.steps[1:] == fam.protocol.steps
+        tr = moved.simulate(0)
+        t = np.arange(0, rest_h * 3600 - 60, 60.0)
+        assert np.all(tr.echem_at(t)["current_A"] == 0)
+        lat = tr.latent_at(t)
+        # at open circuit only a slow redistribution, far below the 0.5 % detection limit
+        assert np.ptp(lat["cluster_amount"]) < 1e-3 and np.ptp(lat["metal_amount"]) < 1e-6
+        assert set(label_frames(t, tr)) == {"normal_lithiation"}
+        # overlithiation shorts ~3 h after the current starts, stochastic hazard: within 30 min
+        assert abs((tr.t_short_s - rest_h * 3600) - base.t_short_s) < 1800
+    # protocol-clock limits ("until 16.3 h") move with the rest
+    ccv = FAMILIES["hc_sulfide_ccv"].protocol
+    shifted = with_initial_rest(ccv, 1800.0)
+    for a, b in zip(ccv.steps, shifted.steps[1:]):
+        for la, lb in zip(a.limits, b.limits):
+            assert lb.value == (la.value + 1800.0 if la.kind == "time_s" else la.value)
 
 
 def test_user_family_yaml(tmp_path):

@@ -107,3 +107,28 @@ def test_noise_augmentation_off_leaves_spectra_and_random_stream_alone():
     np.testing.assert_array_equal(out.spectra, rt.spectra)
     augment_run(rt, r2, cfg, 0.5, None)  # as before the option existed
     assert r1.random() == r2.random()  # so the default training draws what it always drew
+
+
+def test_drop_echem_prefix_masks_only_the_first_frames():
+    """A potential log that starts late: the first 1..max frames lose their echem, the rest
+    and the run's own arrays are untouched; a whole-run drop takes precedence."""
+    rt = run("a", [0] * 20, 0.0)
+    rt.echem[:] = 1.0
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(60):
+        out = augment_run(rt, rng, {"drop_echem_prefix": 1.0, "drop_echem_prefix_max_frames": 5}, 0.5)
+        k = int((out.echem_mask[:, 0] == 0).sum())
+        assert 1 <= k <= 5
+        assert np.all(out.echem_mask[:k] == 0) and np.all(out.echem[:k] == 0)
+        assert np.all(out.echem_mask[k:] == 1) and np.all(out.echem[k:] == 1)
+        seen.add(k)
+    assert seen == {1, 2, 3, 4, 5}
+    assert np.all(rt.echem_mask == 1) and np.all(rt.echem == 1)      # not changed in place
+    full = augment_run(rt, rng, {"drop_echem": 1.0, "drop_echem_prefix": 1.0}, 0.5)
+    assert np.all(full.echem_mask == 0)
+    # probability 0 draws nothing: the random stream of older configs is unchanged
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    augment_run(rt, a, {"drop_echem": 0.5}, 0.5)
+    augment_run(rt, b, {"drop_echem": 0.5, "drop_echem_prefix": 0.0}, 0.5)
+    assert a.random() == b.random()
