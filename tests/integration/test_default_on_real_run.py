@@ -40,5 +40,5 @@ def test_default_calls_no_clusters_in_a_li_li_cell(real_run_dir, tmp_path):
     assert "cluster_growth" not in labels, labels
     assert max(r["p_cluster_growth"] for r in rows) < 0.5
     # the microstructure line grows from frame 4 (docs/real_run.md): plating is called early
-    assert labels[-1] == "plating_onset" and labels.index("plating_onset") < 12, labels
+    assert labels[-1] == "plating_onset" and labels.index("plating_onset") < 15, labels
     assert "imminent_short" not in labels
