@@ -39,3 +39,13 @@ def real_acqus_template(real_run_dir) -> str:
 @pytest.fixture(scope="session")
 def real_audita_template(real_run_dir) -> str:
     return (real_run_dir / "nmr" / "3" / "audita.txt").read_text(encoding="latin-1")
+
+
+@pytest.fixture(scope="session")
+def real_run_echem_opts(real_run_dir):
+    """Load options of the real run's potential export, as `make real-run` gives them (the
+    export has no absolute start; docs/real_run.md)."""
+    from lisentry.datasets.loading import LoadOptions
+    export = "jr862_11_08_23_insitu-impedance-LiLi_1MLiTFSI_TEGDME-1mA_03_GCPL_C05.txt"
+    return LoadOptions(echem=real_run_dir / "echem" / export,
+                       echem_start="2023-08-11T12:40:15+01:00")

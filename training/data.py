@@ -138,9 +138,10 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
             else:
                 spectra[:, k:] = np.nan
     echem, mask = rt.echem, rt.echem_mask
+    prefix_p = float(cfg.get("drop_echem_prefix", 0.0))
     if rng.random() < float(cfg.get("drop_echem", 0.0)):
         echem, mask = np.zeros_like(echem), np.zeros_like(mask)
-    elif float(cfg.get("drop_echem_prefix", 0.0)) and rng.random() < float(cfg["drop_echem_prefix"]):
+    elif prefix_p and rng.random() < prefix_p:     # no draw when off: older configs replay
         # A potential log that starts after the first spectra (the potentiostat started late,
         # or its file begins later): the first k frames have no echem, the rest do.
         k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))

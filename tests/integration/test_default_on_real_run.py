@@ -13,26 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from lisentry.datasets.loading import LoadOptions, load_run
+from lisentry.datasets.loading import load_run
 from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.online import OnlineDetector
 from lisentry.models.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "models" / "default"
-EXPORT = "jr862_11_08_23_insitu-impedance-LiLi_1MLiTFSI_TEGDME-1mA_03_GCPL_C05.txt"
 N_FRAMES = 20
 
 
 @pytest.mark.skipif(not (DEFAULT / "card.json").is_file(), reason="no shipped default model")
-def test_default_calls_no_clusters_in_a_li_li_cell(real_run_dir, tmp_path):
+def test_default_calls_no_clusters_in_a_li_li_cell(real_run_dir, real_run_echem_opts, tmp_path):
     nmr = tmp_path / "nmr"
     for k in range(1, N_FRAMES + 1):          # a copy of the first frames, in the test's tmp
         shutil.copytree(real_run_dir / "nmr" / str(k), nmr / str(k))
     bundle = load_bundle(DEFAULT)
-    opts = LoadOptions(echem=real_run_dir / "echem" / EXPORT,
-                       echem_start="2023-08-11T12:40:15+01:00")
-    run = load_run(nmr, opts, config=ProcessingConfig.from_dict(bundle.card["processing"]),
+    run = load_run(nmr, real_run_echem_opts, config=ProcessingConfig.from_dict(bundle.card["processing"]),
                    on_note=None)
     assert len(run.frames) == N_FRAMES
     rows = OnlineDetector(bundle).label_frames(run.frames)

@@ -10,17 +10,15 @@ import pandas as pd
 
 from lisentry.datasets.build import add_measured, build_dataset
 from lisentry.datasets.fingerprint import compare_sketches, sketch_dataset
-from lisentry.datasets.loading import LoadOptions
 
 REPO = Path(__file__).resolve().parents[2]
-EXPORT = "jr862_11_08_23_insitu-impedance-LiLi_1MLiTFSI_TEGDME-1mA_03_GCPL_C05.txt"
 
 
-def test_real_run_added_with_interval_labels(real_run_dir, tmp_path):
+def test_real_run_added_with_interval_labels(real_run_dir, real_run_echem_opts, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("name: tiny\nseed: 0\nmax_frames: 6\nfamilies: {hc_normal_cycling: 1}\n")
     build_dataset(cfg, tmp_path / "ds", workers=1, progress=False)
-    opts = LoadOptions(echem=real_run_dir / "echem" / EXPORT, echem_start="2023-08-11T12:40:15+01:00")
+    opts = real_run_echem_opts
     ds = add_measured(tmp_path / "ds", real_run_dir / "nmr", REPO / "docs" / "real_run_intervals.csv",
                       opts, run_id="li_li_tegdme")
     v = ds.run("li_li_tegdme")
