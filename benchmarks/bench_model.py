@@ -1,6 +1,10 @@
 """Informal CPU timing of LisentryNet: streaming ms/frame (target <= 5 ms) and batch ms/frame.
 
-Usage: ``python benchmarks/bench_model.py [--threads 1] [--frames 300] [--n-ppm 1001] [--onnx]``
+Usage: ``python benchmarks/bench_model.py [--threads 1] [--frames 300] [--n-ppm 1001] [--onnx]
+[--bundle models/default]``
+
+``--bundle`` also times that bundle's model (e.g. the shipped default, a seed ensemble) in the
+same run, beside the single default-size network.
 
 ``--onnx`` also exports the network and streams the same frames through ONNX Runtime and
 PyTorch, alternating frame by frame on one thread (needs the ``onnx`` extra).
@@ -22,28 +26,25 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--n-ppm", type=int, default=1001)
     ap.add_argument("--onnx", action="store_true", help="also time the exported ONNX step")
+    ap.add_argument("--bundle", help="also time this bundle's model (folder)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     net = LisentryNet(n_ppm=a.n_ppm).eval()
     x = torch.randn(1, a.frames, a.n_ppm) * 0.1
     e = torch.randn(1, a.frames, N_ECHEM)
-    with torch.inference_mode():
-        st = net.init_state(1)
-        for t in range(20):  # warm-up
-            _, st = net.step(x[:, t], e[:, t], st)
-        st = net.init_state(1)
-        t0 = time.perf_counter()
-        for t in range(a.frames):
-            _, st = net.step(x[:, t], e[:, t], st)
-        step_ms = (time.perf_counter() - t0) / a.frames * 1e3
-        net(x[:, :20], e[:, :20])
-        t0 = time.perf_counter()
-        net(x, e)
-        batch_ms = (time.perf_counter() - t0) / a.frames * 1e3
+    step_ms, batch_ms = time_model(net, x, e, a.frames)
     print(f"LisentryNet: {net.n_parameters()} parameters, n_ppm={a.n_ppm}, threads={a.threads}")
     print(f"streaming step: {step_ms:.2f} ms/frame")
     print(f"batch forward:  {batch_ms:.2f} ms/frame ({a.frames} frames)")
+    if a.bundle:
+        from lisentry.models.bundle import load_bundle
+        model = load_bundle(a.bundle).model
+        xb = torch.randn(1, a.frames, model.n_ppm) * 0.1
+        b_step, b_batch = time_model(model, xb, e, a.frames)
+        print(f"{a.bundle} ({type(model).__name__}, {model.n_parameters()} parameters): "
+              f"streaming step {b_step:.2f} ms/frame ({b_step / step_ms:.2f}x the network above), "
+              f"batch {b_batch:.2f} ms/frame")
     if a.onnx:
         import tempfile
         from pathlib import Path
@@ -56,6 +57,24 @@ def main() -> None:
               f"{r['torch_ms_per_frame']:.2f} in the same loop (ratio "
               f"{r['torch_ms_per_frame'] / r['onnx_ms_per_frame']:.1f}x); largest logit "
               f"difference {r['max_abs_logit_diff']:.1e}")
+
+
+def time_model(net, x, e, frames: int) -> tuple[float, float]:
+    """Streaming (one frame per ``step``) and batch ms/frame of ``net`` on ``x``, ``e``."""
+    with torch.inference_mode():
+        st = net.init_state(1)
+        for t in range(20):  # warm-up
+            _, st = net.step(x[:, t], e[:, t], st)
+        st = net.init_state(1)
+        t0 = time.perf_counter()
+        for t in range(frames):
+            _, st = net.step(x[:, t], e[:, t], st)
+        step_ms = (time.perf_counter() - t0) / frames * 1e3
+        net(x[:, :20], e[:, :20])
+        t0 = time.perf_counter()
+        net(x, e)
+        batch_ms = (time.perf_counter() - t0) / frames * 1e3
+    return step_ms, batch_ms
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import difflib
 from torch import nn
 
 from lisentry.datasets.errors import ConfigError
+from lisentry.models.ensemble import LisentryEnsemble
 from lisentry.models.net import LisentryNet
 
 #: Registered model classes by the name stored in model cards.
-MODELS: dict[str, type[nn.Module]] = {"lisentry_net": LisentryNet}
+MODELS: dict[str, type[nn.Module]] = {"lisentry_net": LisentryNet,
+                                       "lisentry_ensemble": LisentryEnsemble}
 
 
 def model_name(model: nn.Module) -> str:

@@ -53,6 +53,11 @@ Weight averaging: ``train.weight_average_from`` (0..1, default 0 = off) keeps th
 of the weights at the end of every epoch from that fraction of ``train.epochs`` on (stochastic
 weight averaging over the cosine schedule's tail). After training the averaged weights are
 scored on the validation runs like any epoch and kept when they beat the best single epoch.
+
+Seed ensemble: ``ensemble.seeds: [1, 2, 3]`` trains one network per seed and ships their mean
+logits as one model (:class:`lisentry.models.ensemble.LisentryEnsemble`); ``ensemble.workers``
+members train at once in separate processes; finished members are kept in the checkpoint
+folder and reused when the run is restarted (:mod:`lisentry.training.ensemble`).
 """
 from __future__ import annotations
 
@@ -96,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     # "energy" keeps only the energy of the logits.
     "ood": {"score": "feature", "fit_runs": 120, "quantile": 0.99,
             "components": ["pca_residual", "negative_area"]},
+    # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
+    # mean logits in one bundle; ``workers`` members train at once in separate processes.
+    "ensemble": {"seeds": [], "workers": 1},
 }
 
 
@@ -145,7 +153,7 @@ class Param:
     """One config value's type and range.
 
     ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``choice``, ``ints`` (list of ints),
-    ``strs`` (list of str) or ``pair`` (two numbers ``[lo, hi]``, ``lo <= hi``); ``lo``/``hi``
+    ``strs`` (list of str), ``seeds`` (distinct ints >= 0, possibly empty) or ``pair`` (two numbers ``[lo, hi]``, ``lo <= hi``); ``lo``/``hi``
     bound numbers (and list items), open when ``lo_open``/``hi_open``; ``optional`` allows null.
     """
 
@@ -165,6 +173,8 @@ class Param:
             out = "one of " + ", ".join(map(str, self.choices))
         elif self.kind == "str":
             out = "a string"
+        elif self.kind == "seeds":
+            out = "a list of distinct ints >= 0 (may be empty)"
         elif self.kind == "strs":
             out = "a list of " + (", ".join(self.choices) if self.choices else "strings")
         else:
@@ -214,6 +224,9 @@ class Param:
             return self._number(x, k == "int")
         if k == "ints":
             return isinstance(x, list) and len(x) >= 1 and all(self._number(v, True) for v in x)
+        if k == "seeds":
+            return (isinstance(x, list) and len(set(x)) == len(x)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in x))
         if k == "strs":
             return isinstance(x, list) and all(isinstance(v, str) for v in x) and \
                 (not self.choices or set(x) <= set(self.choices))
@@ -283,6 +296,8 @@ SCHEMA: dict[str, Param] = {
     "ood.quantile": Param("choice", choices=(0.95, 0.99)),
     "ood.components": Param("strs", choices=("mahalanobis", "pca_residual", "negative_area"),
                             note="non-empty"),
+    "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
+    "ensemble.workers": _int(1),
 }
 
 #: Constructor arguments the trainer supplies itself (from the data): never in the config.

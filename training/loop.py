@@ -78,18 +78,22 @@ def _loss(model, batch, weights, aux_weight, run_balance: float = 0.0):
     return loss
 
 
-def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progress: bool = True,
-          out_dir: str | Path | None = None, register: bool = True) -> TrainResult:
-    """Train a model from a resolved config; returns the bundle folder and its metrics.
+@dataclass
+class MemberFit:
+    """One network's training: its best weights and how it got there."""
+    state: dict
+    best_val_f1: float
+    best_epoch_f1: float
+    weight_average_f1: float | None
+    epochs_run: int
+    minutes: float
+    seed: int
+    model: torch.nn.Module | None = None  # with the best weights loaded (in-process fits only)
+    history: list = dataclasses.field(default_factory=list)  # per epoch: [train_loss, val_macro_f1]
 
-    ``trial`` (an Optuna trial) receives the validation macro-F1 each epoch and may prune.
-    """
-    t_start = time.monotonic()
-    tc = cfg["train"]
-    seed_everything(int(cfg["seed"]))
-    if tc.get("threads"):
-        torch.set_num_threads(int(tc["threads"]))
-    device = pick_device(tc["device"])
+
+def _prepare(cfg: TrainConfig):
+    """The dataset, its split and the loaded training and validation runs."""
     ds = Dataset(cfg["dataset"])
     sp = cfg["split"]
     split = ds.split(val_frac=sp["val_frac"], test_frac=sp["test_frac"], seed=sp.get("seed", 0),
@@ -100,19 +104,35 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
                           f"{len(split['train'])} train / {len(split['val'])} val")
     train_runs = load_runs(ds, split["train"])
     val_runs = load_runs(ds, split["val"])
-    step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
     noise_window = noise_window_mask(ds.ppm_grid)
-    if tc.get("augment", {}).get("noise_prob", 0.0) and noise_window is None:
+    if cfg["train"].get("augment", {}).get("noise_prob", 0.0) and noise_window is None:
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(
             f"train.augment.noise_prob needs a line-free window of the ppm grid to measure the noise "
             f"(330-400 ppm); the grid of {cfg['dataset']} spans {ds.ppm_grid[0]:g}-{ds.ppm_grid[-1]:g} ppm")
+    return ds, split, train_runs, val_runs, noise_window
 
+
+def _new_model(cfg: TrainConfig, ds):
     if cfg["init_from"]:
-        bundle = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid)
-        model = bundle.model
-    else:
-        model = build_model(cfg, len(ds.ppm_grid), ds.ppm_grid)
+        return load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid).model
+    return build_model(cfg, len(ds.ppm_grid), ds.ppm_grid)
+
+
+def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_window, device, *,
+                tracker: Tracker | None = None, trial=None, progress: bool = True,
+                ckpt_dir: Path | None = None, label: str = "epochs",
+                on_epoch=None) -> MemberFit:
+    """Train one network from ``seed``: the epochs, early stopping on the validation runs'
+    macro-F1 and the optional weight average. Returns its best weights.
+
+    ``on_epoch(epoch, train_loss, val_macro_f1)`` is called after each epoch (progress lines of
+    parallel ensemble members, which have no bar)."""
+    t_start = time.monotonic()
+    tc = cfg["train"]
+    seed_everything(int(seed))
+    step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
+    model = _new_model(cfg, ds)
     model.to(device)
     weights = class_weights(train_runs, tc["class_weight"])
     weights = weights.to(device) if weights is not None else None
@@ -120,9 +140,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc["epochs"])
     policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
                          min_consecutive=cfg["detector"]["min_consecutive"])
-    rng = np.random.default_rng(int(cfg["seed"]))
-    out_dir = Path(out_dir or cfg["out"])
-    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
+    rng = np.random.default_rng(int(seed))
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
     wa_from = float(tc.get("weight_average_from") or 0.0)
@@ -132,7 +150,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=tc["epochs"], desc="epochs", file=sys.stderr, leave=False)
+        bar = tqdm(total=tc["epochs"], desc=label, file=sys.stderr, leave=False)
+    history = []
     for epoch in range(1, tc["epochs"] + 1):
         model.train()
         losses = []
@@ -154,6 +173,9 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         preds = predict_runs(model, val_runs, policy=policy, device=device)
         val = evaluate_predictions(val_runs, preds, cfg["detector"]["horizon_s"])["overall"]
         f1 = val["macro_f1_mean"] or 0.0
+        history.append([float(np.mean(losses)), float(f1)])
+        if on_epoch is not None:
+            on_epoch(epoch, float(np.mean(losses)), float(f1))
         tracker.log_metrics({"train_loss": float(np.mean(losses)), "val_macro_f1": f1,
                              "val_accuracy": val["accuracy"] or 0.0}, step=epoch)
         if bar:
@@ -161,7 +183,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             bar.update(1)
         if f1 > best + 1e-4:
             best, best_state, bad = f1, copy.deepcopy(model.state_dict()), 0
-            _save_checkpoint(model, ckpt_dir, epoch, f1)
+            if ckpt_dir is not None:
+                _save_checkpoint(model, ckpt_dir, epoch, f1)
         else:
             bad += 1
         if trial is not None:
@@ -189,6 +212,68 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         if wa_f1 > best:
             best, best_state = wa_f1, wa.state_dict()
     model.load_state_dict(best_state)
+    return MemberFit(state={k: v.detach().cpu() for k, v in best_state.items()}, best_val_f1=best,
+                     best_epoch_f1=best_epoch_f1, weight_average_f1=wa_f1, epochs_run=epoch,
+                     minutes=(time.monotonic() - t_start) / 60, seed=int(seed), model=model,
+                     history=history)
+
+
+def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progress: bool = True,
+          out_dir: str | Path | None = None, register: bool = True) -> TrainResult:
+    """Train a model from a resolved config; returns the bundle folder and its metrics.
+
+    ``trial`` (an Optuna trial) receives the validation macro-F1 each epoch and may prune.
+    With ``ensemble.seeds`` set, one network is trained per seed (``ensemble.workers`` at a
+    time, see :mod:`lisentry.training.ensemble`) and the bundle holds their
+    :class:`~lisentry.models.ensemble.LisentryEnsemble`; calibration, the alarm policy and the
+    OOD scorer are then fitted to the ensemble.
+    """
+    t_start = time.monotonic()
+    tc = cfg["train"]
+    seed_everything(int(cfg["seed"]))
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    device = pick_device(tc["device"])
+    ds, split, train_runs, val_runs, noise_window = _prepare(cfg)
+    step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
+    out_dir = Path(out_dir or cfg["out"])
+    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
+    tracker = tracker or Tracker(enabled=False)
+
+    seeds = list(cfg["ensemble"]["seeds"] or [])
+    member_fits: list[MemberFit] = []
+    if seeds:
+        if trial is not None:
+            from lisentry.datasets.errors import ConfigError
+            raise ConfigError("ensemble.seeds cannot be tuned trial by trial; tune one network "
+                              "(ensemble.seeds=[]) and train the ensemble from the best config")
+        from lisentry.models.ensemble import LisentryEnsemble
+        from lisentry.training.ensemble import fit_members
+        member_fits = fit_members(cfg, seeds, ckpt_dir, ds, train_runs, val_runs, noise_window,
+                                  device, progress=progress, tracker=tracker)
+        nets = []
+        for mf in member_fits:
+            net = _new_model(cfg, ds)
+            net.load_state_dict(mf.state)
+            nets.append(net)
+        model = LisentryEnsemble.from_members(nets).to(device)
+        policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
+                             min_consecutive=cfg["detector"]["min_consecutive"])
+        model.eval()
+        best = evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy,
+                                                           device=device),
+                                    cfg["detector"]["horizon_s"])["overall"]["macro_f1_mean"] or 0.0
+        best_epoch_f1, wa_f1, epoch = best, None, max(m.epochs_run for m in member_fits)
+        print(f"ensemble of {len(nets)} (seeds {seeds}): val macro-F1 {best:.3f}; members "
+              + ", ".join(f"{m.best_val_f1:.3f}" for m in member_fits), file=sys.stderr)
+    else:
+        fit = _fit_member(cfg, int(cfg["seed"]), ds, train_runs, val_runs, noise_window, device,
+                          tracker=tracker, trial=trial, progress=progress, ckpt_dir=ckpt_dir)
+        model = fit.model
+        best, best_epoch_f1, wa_f1, epoch = (fit.best_val_f1, fit.best_epoch_f1,
+                                             fit.weight_average_f1, fit.epochs_run)
+        policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
+                             min_consecutive=cfg["detector"]["min_consecutive"])
     model.eval()
 
     # Calibration and OOD threshold on whole held-out (validation) runs.
@@ -219,6 +304,10 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     metrics = {"val_macro_f1": best, "val_macro_f1_best_epoch": best_epoch_f1,
                "val_macro_f1_weight_average": wa_f1, "temperature": temperature, "val_ece": ece,
                "epochs_run": epoch, "train_minutes": (time.monotonic() - t_start) / 60}
+    if member_fits:
+        metrics["members"] = [{"seed": m.seed, "val_macro_f1": m.best_val_f1,
+                               "epochs_run": m.epochs_run, "train_minutes": m.minutes}
+                              for m in member_fits]
     if policy_search is not None:
         metrics["policy_search"] = policy_search
     eval_sets = {"test": split["test"], "leave_out": split["leave_out"]}

@@ -175,3 +175,37 @@ def test_hybrid_features_experiment_widens_the_echem_input(smoke):
     res = json.loads(out.with_suffix(".json").read_text())
     assert set(res["eval"]) == {"test", "again"} and res["eval"]["again"]["overall"]["n_runs"] == 20
     assert len(res["feature_scale"]) == len(FEATURE_NAMES) and min(res["feature_scale"]) > 0
+
+
+def test_seed_ensemble_trains_in_parallel_resumes_and_labels(smoke):
+    """``ensemble.seeds``: one network per seed (two worker processes here), one bundle with
+    their mean; a rerun with one seed more retrains only that member; the bundle evaluates."""
+    from safetensors.torch import load_file
+    base = ["train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
+            "--set", f"out={smoke / 'ens'}", "--set", "train.epochs=2"]
+    res = lisentry(*base, "--set", "ensemble.seeds=[3, 4]", "--set", "ensemble.workers=2",
+                   cwd=smoke)
+    assert "2 at a time" in res.stderr and "ensemble of 2" in res.stderr
+    card = json.loads((smoke / "ens" / "card.json").read_text())
+    assert card["model"]["name"] == "lisentry_ensemble"
+    assert [m["seed"] for m in card["metrics"]["members"]] == [3, 4]
+    first = load_file(str(smoke / "ens" / "weights.safetensors"))
+    # the members are different networks (their seeds drew other weights)
+    assert not torch_equal(first["members.0.head.weight"], first["members.1.head.weight"])
+    res = lisentry(*base, "--set", "ensemble.seeds=[3, 4, 5]", cwd=smoke)
+    assert "members [3, 4] already trained" in res.stderr and "ensemble of 3" in res.stderr
+    again = load_file(str(smoke / "ens" / "weights.safetensors"))
+    for k in first:   # members 3 and 4 were reused, not retrained
+        assert torch_equal(first[k], again[k]), k
+    assert any(k.startswith("members.2.") for k in again)
+    res = lisentry("evaluate", smoke / "ens", smoke / "smoke", cwd=smoke)
+    assert "macro-F1" in res.stdout
+    # a seed list with a repeat is a config error, in one line
+    res = lisentry(*base, "--set", "ensemble.seeds=[1, 1]", cwd=smoke, check=False)
+    assert res.returncode == 2 and "ensemble.seeds" in res.stderr and "distinct" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return bool(torch.equal(a, b))

@@ -24,6 +24,13 @@ def _defaults_immutable(cls):
             f"{cls.__name__}.{name} has a mutable default"
 
 
+def _example_kwargs(name: str) -> dict:
+    one = {"n_ppm": 1001, "n_echem": N_ECHEM, "hidden": 8}
+    if name == "lisentry_ensemble":   # built from its members' arguments
+        return {"members": [one, {**one, "hidden": 6}]}
+    return one
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registered_model_conformance(name, tmp_path):
     from lisentry.models.bundle import load_bundle, save_bundle
@@ -31,9 +38,9 @@ def test_registered_model_conformance(name, tmp_path):
     assert cls.__doc__ and "Parameters" in cls.__doc__
     _defaults_immutable(cls)
     torch.manual_seed(0)
-    a = cls(n_ppm=1001, n_echem=N_ECHEM, hidden=8).eval()
+    a = cls(**_example_kwargs(name)).eval()
     torch.manual_seed(0)
-    b = cls(n_ppm=1001, n_echem=N_ECHEM, hidden=8).eval()
+    b = cls(**_example_kwargs(name)).eval()
     x = torch.randn(1, 5, 1001)
     x[0, :, :10] = float("nan")
     e = torch.randn(1, 5, N_ECHEM)

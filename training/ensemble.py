@@ -1,0 +1,146 @@
+"""Training the members of a seed ensemble (``ensemble.seeds``), one after the other or in
+parallel worker processes, each resumable.
+
+Each member is an ordinary network trained by :func:`lisentry.training.loop._fit_member` with
+its own seed. Its best weights go to ``<out>.checkpoint/member-seed<S>.safetensors`` with a JSON
+note of what produced them (a hash of the resolved config without the seed list, the member's
+seed and the training data's hash): an interrupted ensemble run resumes with the members still
+missing, and a changed config or dataset retrains them all.
+
+Parallel members (``ensemble.workers`` > 1) run in spawned processes with
+``train.threads`` torch threads each (default: the CPU count divided by the workers): on a
+2-core machine two single-threaded members take about as long as one two-threaded member,
+since a small GRU uses the second thread poorly. A member's weights depend on its thread
+count, so a config that must reproduce bit for bit fixes ``train.threads``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from lisentry.training.config import TrainConfig
+
+_NOT_IN_KEY = ("out", "mlflow", "ensemble")
+
+
+def member_key(cfg: TrainConfig, seed: int, data_hash: str | None) -> str:
+    """What a member's weights depend on: the resolved config except where the bundle goes,
+    the tracking and the ensemble's seed list and workers; the member's seed; the data."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    d["seed"] = int(seed)
+    d["training_data_hash"] = data_hash
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _paths(ckpt_dir: Path, seed: int) -> tuple[Path, Path]:
+    return (ckpt_dir / f"member-seed{seed}.safetensors", ckpt_dir / f"member-seed{seed}.json")
+
+
+def _load_done(ckpt_dir: Path, seed: int, key: str):
+    from safetensors.torch import load_file
+    from lisentry.training.loop import MemberFit
+    w, note = _paths(ckpt_dir, seed)
+    if not (w.is_file() and note.is_file()):
+        return None
+    try:
+        meta = json.loads(note.read_text(encoding="utf-8"))
+        if meta.get("key") != key:
+            return None
+        state = load_file(str(w), device="cpu")
+    except (OSError, ValueError):
+        return None  # a torn or foreign file: train the member again
+    return MemberFit(state=state, best_val_f1=meta["val_macro_f1"],
+                     best_epoch_f1=meta["best_epoch_f1"],
+                     weight_average_f1=meta.get("weight_average_f1"),
+                     epochs_run=meta["epochs_run"], minutes=meta["minutes"], seed=int(seed),
+                     history=meta.get("history", []))
+
+
+def _save_done(ckpt_dir: Path, fit, key: str) -> None:
+    from safetensors.torch import save_file
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    w, note = _paths(ckpt_dir, fit.seed)
+    tmp = w.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in fit.state.items()}, str(tmp))
+    os.replace(tmp, w)
+    meta = {"key": key, "seed": fit.seed, "val_macro_f1": fit.best_val_f1,
+            "best_epoch_f1": fit.best_epoch_f1, "weight_average_f1": fit.weight_average_f1,
+            "epochs_run": fit.epochs_run, "minutes": fit.minutes, "history": fit.history,
+            "threads": torch.get_num_threads()}
+    tmp = note.with_suffix(".jtmp")
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp, note)
+
+
+def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads: int) -> int:
+    """One member in a spawned process: loads the data, trains, writes the checkpoint."""
+    from lisentry.training.loop import _fit_member, _prepare, pick_device
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(data=cfg_data, source=source)
+    ds, _, train_runs, val_runs, noise_window = _prepare(cfg)
+    n_epochs = cfg["train"]["epochs"]
+
+    def report(epoch: int, loss: float, f1: float) -> None:
+        if epoch % 5 == 0 or epoch == n_epochs:
+            print(f"  member seed {seed}: epoch {epoch}/{n_epochs}, loss {loss:.3f}, "
+                  f"val macro-F1 {f1:.3f}", file=sys.stderr, flush=True)
+
+    fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window,
+                      pick_device(cfg["train"]["device"]), progress=False, on_epoch=report)
+    _save_done(Path(ckpt_dir), fit, key)
+    print(f"ensemble member seed {seed}: val macro-F1 {fit.best_val_f1:.3f} after "
+          f"{fit.epochs_run} epochs, {fit.minutes:.1f} min", file=sys.stderr, flush=True)
+    return seed
+
+
+def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, train_runs, val_runs,
+                noise_window, device, *, progress: bool = True, tracker=None) -> list:
+    """Train (or resume) one member per seed; returns their :class:`MemberFit` in seed order."""
+    from lisentry.training.loop import _fit_member
+    data_hash = ds.manifest.get("content_hash")
+    keys = {s: member_key(cfg, s, data_hash) for s in seeds}
+    done = {s: f for s in seeds if (f := _load_done(ckpt_dir, s, keys[s])) is not None}
+    if done:
+        print(f"ensemble: members {sorted(done)} already trained ({ckpt_dir}), reused",
+              file=sys.stderr)
+    todo = [s for s in seeds if s not in done]
+    workers = min(int(cfg["ensemble"]["workers"]), len(todo)) if todo else 0
+    if workers <= 1:
+        for s in todo:
+            fit = _fit_member(cfg, s, ds, train_runs, val_runs, noise_window, device,
+                              progress=progress, label=f"member seed {s}")
+            _save_done(ckpt_dir, fit, keys[s])
+            done[s] = fit
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        threads = int(cfg["train"]["threads"]) or max(1, (os.cpu_count() or 1) // workers)
+        print(f"ensemble: training {len(todo)} members, {workers} at a time "
+              f"({threads} torch thread{'s' if threads > 1 else ''} each)", file=sys.stderr)
+        t0 = time.monotonic()
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_worker, cfg.to_dict(), cfg.source, s, str(ckpt_dir), keys[s],
+                                threads) for s in todo]
+            for f in futs:
+                f.result()
+        print(f"ensemble: members trained in {(time.monotonic() - t0) / 60:.1f} min",
+              file=sys.stderr)
+        for s in todo:
+            fit = _load_done(ckpt_dir, s, keys[s])
+            if fit is None:
+                raise RuntimeError(f"ensemble member seed {s}: no checkpoint in {ckpt_dir}")
+            done[s] = fit
+    fits = [done[s] for s in seeds]
+    if tracker is not None:
+        for f in fits:
+            for epoch, (loss, f1) in enumerate(f.history, start=1):
+                tracker.log_metrics({f"member{f.seed}_train_loss": loss,
+                                     f"member{f.seed}_val_macro_f1": f1}, step=epoch)
+    return fits
