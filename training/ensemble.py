@@ -30,12 +30,15 @@ from lisentry.training.config import TrainConfig
 _NOT_IN_KEY = ("out", "mlflow", "ensemble")
 
 
-def member_key(cfg: TrainConfig, seed: int, data_hash: str | None) -> str:
+def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int) -> str:
     """What a member's weights depend on: the resolved config except where the bundle goes,
-    the tracking and the ensemble's seed list and workers; the member's seed; the data."""
+    the tracking and the ensemble's seed list and workers; the member's seed; the data; the
+    torch threads it trains with (the effective count, not the config's 0 = automatic)."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
     d["seed"] = int(seed)
     d["training_data_hash"] = data_hash
+    d["threads"] = int(threads)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -105,14 +108,16 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     """Train (or resume) one member per seed; returns their :class:`MemberFit` in seed order."""
     from lisentry.training.loop import _fit_member
     data_hash = ds.manifest.get("content_hash")
-    keys = {s: member_key(cfg, s, data_hash) for s in seeds}
+    workers = max(1, min(int(cfg["ensemble"]["workers"]), len(seeds)))
+    threads = (int(cfg["train"]["threads"]) or max(1, (os.cpu_count() or 1) // workers)
+               if workers > 1 else torch.get_num_threads())
+    keys = {s: member_key(cfg, s, data_hash, threads) for s in seeds}
     done = {s: f for s in seeds if (f := _load_done(ckpt_dir, s, keys[s])) is not None}
     if done:
         print(f"ensemble: members {sorted(done)} already trained ({ckpt_dir}), reused",
               file=sys.stderr)
     todo = [s for s in seeds if s not in done]
-    workers = min(int(cfg["ensemble"]["workers"]), len(todo)) if todo else 0
-    if workers <= 1:
+    if workers <= 1 or not todo:
         for s in todo:
             fit = _fit_member(cfg, s, ds, train_runs, val_runs, noise_window, device,
                               progress=progress, label=f"member seed {s}")
@@ -121,7 +126,6 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        threads = int(cfg["train"]["threads"]) or max(1, (os.cpu_count() or 1) // workers)
         print(f"ensemble: training {len(todo)} members, {workers} at a time "
               f"({threads} torch thread{'s' if threads > 1 else ''} each)", file=sys.stderr)
         t0 = time.monotonic()

@@ -179,10 +179,11 @@ def test_hybrid_features_experiment_widens_the_echem_input(smoke):
 
 def test_seed_ensemble_trains_in_parallel_resumes_and_labels(smoke):
     """``ensemble.seeds``: one network per seed (two worker processes here), one bundle with
-    their mean; a rerun with one seed more retrains only that member; the bundle evaluates."""
+    their mean; a rerun with one seed more (in-process, same thread count) retrains only that
+    member; the bundle evaluates."""
     from safetensors.torch import load_file
     base = ["train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
-            "--set", f"out={smoke / 'ens'}", "--set", "train.epochs=2"]
+            "--set", f"out={smoke / 'ens'}", "--set", "train.epochs=2", "--set", "train.threads=1"]
     res = lisentry(*base, "--set", "ensemble.seeds=[3, 4]", "--set", "ensemble.workers=2",
                    cwd=smoke)
     assert "2 at a time" in res.stderr and "ensemble of 2" in res.stderr
