@@ -443,14 +443,14 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
         raise BundleError(card_path, f"'ppm_grid' has {card['ppm_grid']['n']} points; the model "
                                      f"takes {n_model}")
     # an ensemble's members are checked one by one
-    for kw in (kw.get("members") or []) if isinstance(kw.get("members"), list) else [kw]:
-        ppm_min, ppm_step = kw.get("ppm_min", -100.0), kw.get("ppm_step", 0.5)
+    for mkw in kw["members"] if isinstance(kw.get("members"), list) else [kw]:
+        ppm_min, ppm_step = mkw.get("ppm_min", -100.0), mkw.get("ppm_step", 0.5)
         on_grid = (_is_number(ppm_min) and _is_number(ppm_step)
                    and _close(ppm_min, card_grid[0]) and _close(ppm_step, card_grid[2]))
-        if (kw.get("descriptors") or kw.get("heads") == "factored") and not on_grid:
+        if (mkw.get("descriptors") or mkw.get("heads") == "factored") and not on_grid:
             # the descriptor and branch windows are placed on the model's own grid
-            raise BundleError(card_path, f"the model's descriptor grid (min {kw.get('ppm_min')}, "
-                                         f"step {kw.get('ppm_step')} ppm) differs from the card's "
+            raise BundleError(card_path, f"the model's descriptor grid (min {mkw.get('ppm_min')}, "
+                                         f"step {mkw.get('ppm_step')} ppm) differs from the card's "
                                          f"{_fmt_grid(card_grid)}")
     try:
         tensors = load_file(str(weights_path), device="cpu")

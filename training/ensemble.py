@@ -4,7 +4,7 @@ parallel worker processes, each resumable.
 Each member is an ordinary network trained by :func:`lisentry.training.loop._fit_member` with
 its own seed. Its best weights go to ``<out>.checkpoint/member-seed<S>.safetensors`` with a JSON
 note of what produced them (a hash of the resolved config without the seed list, the member's
-seed and the training data's hash): an interrupted ensemble run resumes with the members still
+seed, the training data's hash and the torch thread count): an interrupted ensemble run resumes with the members still
 missing, and a changed config or dataset retrains them all.
 
 Parallel members (``ensemble.workers`` > 1) run in spawned processes with

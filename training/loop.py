@@ -92,6 +92,12 @@ class MemberFit:
     history: list = dataclasses.field(default_factory=list)  # per epoch: [train_loss, val_macro_f1]
 
 
+def config_policy(cfg: TrainConfig) -> AlarmPolicy:
+    """The alarm policy of the config's ``detector`` section (before any tuning)."""
+    return AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
+                       min_consecutive=cfg["detector"]["min_consecutive"])
+
+
 def _prepare(cfg: TrainConfig):
     """The dataset, its split and the loaded training and validation runs."""
     ds = Dataset(cfg["dataset"])
@@ -138,8 +144,7 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
     weights = weights.to(device) if weights is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc["epochs"])
-    policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
-                         min_consecutive=cfg["detector"]["min_consecutive"])
+    policy = config_policy(cfg)
     rng = np.random.default_rng(int(seed))
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
@@ -240,6 +245,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
     tracker = tracker or Tracker(enabled=False)
 
+    policy = config_policy(cfg)
     seeds = list(cfg["ensemble"]["seeds"] or [])
     member_fits: list[MemberFit] = []
     if seeds:
@@ -257,8 +263,6 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
             net.load_state_dict(mf.state)
             nets.append(net)
         model = LisentryEnsemble.from_members(nets).to(device)
-        policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
-                             min_consecutive=cfg["detector"]["min_consecutive"])
         model.eval()
         best = evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy,
                                                            device=device),
@@ -272,8 +276,6 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         model = fit.model
         best, best_epoch_f1, wa_f1, epoch = (fit.best_val_f1, fit.best_epoch_f1,
                                              fit.weight_average_f1, fit.epochs_run)
-        policy = AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
-                             min_consecutive=cfg["detector"]["min_consecutive"])
     model.eval()
 
     # Calibration and OOD threshold on whole held-out (validation) runs.
