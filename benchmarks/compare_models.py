@@ -27,6 +27,7 @@ delay, median short lead, false alarms per 100 h, fit time) on stdout; progress 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from lisentry.datasets.store import Dataset
 from lisentry.detector.hysteresis import AlarmPolicy
 from lisentry.training.baselines import BASELINES
 from lisentry.training.config import DEFAULTS
-from lisentry.training.data import load_runs
+from lisentry.training.data import load_runs, widen_runs
 from lisentry.training.evaluate import (evaluate_predictions, format_table, save_json,
                                         tune_policy)
 
@@ -207,6 +208,8 @@ def main(argv=None) -> int:
             _log(f"warning: {len(overlap)} evaluation runs were in the bundle's training split")
             entry["runs_seen_in_training"] = sorted(overlap)
         for sset, runs in eval_sets.items():
+            if bundle.window_inputs is not None:   # copies: the baselines keep their inputs
+                runs = widen_runs([dataclasses.replace(r) for r in runs], bundle.window_inputs)
             preds = predict_runs(bundle.model, runs, temperature=bundle.temperature,
                                  policy=mpolicy)
             res = evaluate_predictions(runs, preds, horizon)

@@ -9,6 +9,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from lisentry.datasets.store import Dataset
 from lisentry.detector.hysteresis import AlarmPolicy, smooth_labels
 from lisentry.models.bundle import load_bundle
-from lisentry.training.data import load_runs
+from lisentry.training.data import load_runs, widen_runs
 from lisentry.training.evaluate import RunPrediction, evaluate_predictions, predict_runs, tune_policy
 
 
@@ -62,8 +63,15 @@ def main(argv=None) -> int:
     horizon_s, max_fa = float(det.get("horizon_s", 3600.0)), float(det.get("max_false_alarms_per_100h", 1.0))
     val, test = load_runs(ds, split["val"]), load_runs(ds, split["test"])
     start = AlarmPolicy(0.6, 0.4, 2)  # re-smoothed by the policy search
-    pv = [predict_runs(b.model, val, temperature=b.temperature, policy=start) for b in bundles]
-    pt = [predict_runs(b.model, test, temperature=b.temperature, policy=start) for b in bundles]
+
+    def inputs(runs, b):  # a bundle with window features gets them appended (copies)
+        if b.window_inputs is None:
+            return runs
+        return widen_runs([dataclasses.replace(r) for r in runs], b.window_inputs)
+    pv = [predict_runs(b.model, inputs(val, b), temperature=b.temperature, policy=start)
+          for b in bundles]
+    pt = [predict_runs(b.model, inputs(test, b), temperature=b.temperature, policy=start)
+          for b in bundles]
     rows = [(str(p), scored(val, test, v, t, max_fa, horizon_s)) for p, v, t in zip(a.bundles, pv, pt)]
     rows.append(("ensemble (mean probability)", scored(val, test, average(pv), average(pt), max_fa, horizon_s)))
     for name, r in rows:

@@ -62,7 +62,7 @@ def score_set(bundle, runs) -> dict[str, np.ndarray]:
         if not r.frames:
             continue
         rows = det.label_frames(r.frames)
-        S, E, M = frames_inputs(r.frames)
+        S, E, M = frames_inputs(r.frames, bundle.window_inputs)
         logits, H = head_inputs(bundle.model, S, E, M)
         k = r.keep
         cols["kind"] += [r.kind] * int(k.sum())
@@ -94,7 +94,8 @@ def fit_scorer(bundle, train_data: Path, fit_runs: int, seed: int) -> tuple[Feat
     ids = sorted(rng.choice(ids, min(fit_runs, len(ids)), replace=False).tolist())
 
     # the runs are chosen above (recorded in meta); fit_on_runs then uses all of them
-    sc = fit_on_runs(bundle.model, load_runs(ds, ids), load_runs(ds, sorted(split["val"])),
+    w = bundle.window_inputs
+    sc = fit_on_runs(bundle.model, load_runs(ds, ids, w), load_runs(ds, sorted(split["val"]), w),
                      max_fit_runs=len(ids))
     meta = {"train_data": str(train_data), "training_data_hash": want, "fit_runs": ids,
             "val_runs": sorted(split["val"]), "bundle_sha256": bundle.sha256}

@@ -23,6 +23,7 @@ from lisentry.detector.hysteresis import (AlarmPolicy, HysteresisLabeller, cumul
 from lisentry.models.bundle import Bundle
 from lisentry.models.calibration import energy_score, softmax_t
 from lisentry.models.features import EchemFeatureState, echem_features
+from lisentry.models.window_features import WindowFeatureState
 
 #: Below this estimated cluster amount (fraction of the initial 7Li signal) no cluster shift is
 #: reported (NaN), since a shift of an undetectable peak means nothing.
@@ -61,6 +62,8 @@ class OnlineDetector:
         self.ood_threshold = bundle.ood_score_threshold
         self.policy = policy or policy_from_card(bundle.card)
         self.grid = bundle.ppm_grid
+        # hand-made window features appended to the echem input (bundles trained with them)
+        self.window = bundle.window_inputs
         self._grid_checked = None
         self.reset()
 
@@ -68,6 +71,7 @@ class OnlineDetector:
     def reset(self) -> "OnlineDetector":
         self._state = self.model.init_state(1)
         self._echem = EchemFeatureState()
+        self._window = self.window.stream() if self.window is not None else None
         self._hyst = HysteresisLabeller(self.policy)
         self._proba: dict[str, float] | None = None
         self.last_row: dict | None = None
@@ -109,6 +113,10 @@ class OnlineDetector:
         self._check(frame)
         feats, mask = self._echem.update(frame.t_s, frame.potential_V, frame.current_A,
                                          frame.charge_C)
+        if self._window is not None:
+            # from the float32 spectrum the model sees, as in training and label_frames
+            feats, mask = self.window.widen_one(self._window, frame.intensity.astype(np.float32),
+                                                frame.t_s, feats, mask)
         want = self.ood_scorer is not None and self.ood_scorer.uses_features
         out, self._state = self.model.step(torch.from_numpy(frame.intensity[None].astype(np.float32)),
                                            torch.from_numpy(feats[None]), self._state,
@@ -144,6 +152,7 @@ class OnlineDetector:
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-safe state plus named arrays (write the arrays with safetensors)."""
         js = {"n_seen": self.n_seen, "echem": self._echem.to_dict(),
+              **({"window": self._window.to_dict()} if self._window is not None else {}),
               "hysteresis": self._hyst.state_dict(), "proba": self._proba,
               "last_row": self.last_row, "bundle_sha256": self.bundle.sha256}
         tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in self._state.items()}
@@ -154,6 +163,10 @@ class OnlineDetector:
             raise ValueError("saved detector state belongs to another model bundle")
         self.n_seen = int(js["n_seen"])
         self._echem = EchemFeatureState.from_dict(js["echem"])
+        if self.window is not None:
+            if "window" not in js:
+                raise ValueError("saved detector state has no window-feature state")
+            self._window = WindowFeatureState.from_dict(js["window"], self.window.ppm_grid)
         self._hyst = HysteresisLabeller(self.policy).load_state_dict(js["hysteresis"])
         self._proba = js.get("proba")
         self.last_row = js.get("last_row")
@@ -202,6 +215,10 @@ class OnlineDetector:
         spectra = torch.from_numpy(np.stack([f.intensity for f in frames]).astype(np.float32))[None]
         feats, mask = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
                                      [f.current_A for f in frames], [f.charge_C for f in frames])
+        window_state = None
+        if self.window is not None:
+            feats, mask, window_state = self.window.widen(
+                spectra[0].numpy(), [f.t_s for f in frames], feats, mask, state=True)
         want = self.ood_scorer is not None and self.ood_scorer.uses_features
         out = self.model(spectra, torch.from_numpy(feats)[None],
                          echem_mask=torch.from_numpy(mask)[None], return_state=True,
@@ -218,6 +235,7 @@ class OnlineDetector:
         self._state = out["state"]
         for f in frames:
             self._echem.update(f.t_s, f.potential_V, f.current_A, f.charge_C)
+        self._window = window_state
         if tuple(self.policy.classes) == tuple(CLASSES):
             for s in cumulative_scores(proba):        # = update() on each row's mapping
                 self._hyst._step(s)

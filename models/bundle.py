@@ -5,7 +5,8 @@
     format, format_version, name, classes, nucleus,
     ppm_grid {min, max, step, n}            the grid the model was trained on (ppm)
     processing {...}                        ProcessingConfig.to_dict() of the pipeline (opaque here)
-    inputs {normalisation, masking, frame_difference, echem_features, echem_features_version}
+    inputs {normalisation, masking, frame_difference, echem_features, echem_features_version,
+            window_features {names, version, ref_frames, scale}   (only with window features)}
     model {name, class, kwargs}             registry name (lisentry.models.registry.MODELS)
     temperature, ood_threshold, horizon_s   calibration, energy-OOD threshold, short horizon (s)
     detector {...}                          the online detector's settings (opaque here)
@@ -46,6 +47,7 @@ from torch import nn
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION
 from lisentry.models.registry import build_model, model_name
+from lisentry.models.window_features import N_WINDOW_FEATURES, WindowInputs
 
 FORMAT = "lisentry-bundle"
 FORMAT_VERSION = 1
@@ -60,7 +62,8 @@ DEFAULT_GRID = {"min": -100.0, "max": 400.0, "step": 0.5}
 CARD_EXTRA_KEYS = ("name", "description", "nucleus", "ppm_grid", "processing", "temperature",
                    "ood_threshold", "horizon_s", "detector", "training_config",
                    "training_data_hash", "training_split", "metrics", "normalisation",
-                   "echem_features", "training_data_sketch", "training_environment")
+                   "echem_features", "training_data_sketch", "training_environment",
+                   "window_features")
 
 
 class BundleError(InputError):
@@ -87,6 +90,9 @@ class Bundle:
         :func:`bundle_hash` of the folder.
     ood_scorer : FeatureOODScorer | None
         The feature-space OOD scorer when the bundle has one (card ``ood.score == "feature"``).
+    window_inputs : WindowInputs | None
+        The hand-made window features appended to the model's echem input, when it was trained
+        with them (card ``inputs.window_features``); whoever feeds the model must append them.
     """
 
     path: Path
@@ -96,6 +102,7 @@ class Bundle:
     ood_threshold: float | None
     sha256: str
     ood_scorer: Any = None
+    window_inputs: WindowInputs | None = None
 
     @property
     def ood_score_threshold(self) -> float | None:
@@ -263,6 +270,13 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
         if list(names) != list(ECHEM_FEATURES) or version != ECHEM_FEATURES_VERSION:
             raise ConfigError(f"echem features {list(names)} v{version} are not this lisentry's "
                               f"{list(ECHEM_FEATURES)} v{ECHEM_FEATURES_VERSION}")
+    wf = extra.pop("window_features", None)
+    if wf is not None:
+        try:
+            wf = WindowInputs.from_card(wf, np.zeros(1)).card()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"window_features card value: {exc}") from None
+    _check_echem_width(config, wf is not None, lambda msg: ConfigError(msg))
     temperature = float(extra.pop("temperature", 1.0))
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"The 'temperature' card value must be > 0. Got {temperature}.")
@@ -291,6 +305,7 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
             "frame_difference": "difference to the run's first frame",
             "echem_features": list(ECHEM_FEATURES),
             "echem_features_version": ECHEM_FEATURES_VERSION,
+            **({"window_features": wf} if wf is not None else {}),
         },
         "model": {"name": name, "class": type(model).__name__, "kwargs": config},
         "temperature": temperature,
@@ -409,6 +424,12 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
 
     g = card["ppm_grid"]
     card_grid = (float(g["min"]), float(g["max"]), float(g["step"]))
+    window = None
+    if inputs.get("window_features") is not None:
+        try:
+            window = WindowInputs.from_card(inputs["window_features"], _grid_points(card_grid))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BundleError(card_path, f"window features: {exc}") from None
     if expect_grid is not None:
         data_grid = _grid_tuple(expect_grid)
         if not all(_close(a, b) for a, b in zip(card_grid, data_grid)):
@@ -442,6 +463,7 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     if isinstance(n_model, int) and n_model != card["ppm_grid"]["n"]:
         raise BundleError(card_path, f"'ppm_grid' has {card['ppm_grid']['n']} points; the model "
                                      f"takes {n_model}")
+    _check_echem_width(kw, window is not None, lambda msg: BundleError(card_path, msg))
     # an ensemble's members are checked one by one
     for mkw in kw["members"] if isinstance(kw.get("members"), list) else [kw]:
         ppm_min, ppm_step = mkw.get("ppm_min", -100.0), mkw.get("ppm_step", 0.5)
@@ -463,7 +485,23 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     scorer = _load_ood_scorer(d, card, model)
     return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
                   ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d),
-                  ood_scorer=scorer)
+                  ood_scorer=scorer, window_inputs=window)
+
+
+def _grid_points(grid: tuple[float, float, float]) -> np.ndarray:
+    lo, hi, step = grid
+    return lo + step * np.arange(int(round((hi - lo) / step)) + 1)
+
+
+def _check_echem_width(kwargs: Mapping, window: bool, error) -> None:
+    """The model's echem input width matches the card: the echem features, plus the window
+    features when the card has them (each ensemble member alike)."""
+    want = len(ECHEM_FEATURES) + (N_WINDOW_FEATURES if window else 0)
+    for mkw in kwargs["members"] if isinstance(kwargs.get("members"), list) else [kwargs]:
+        n = mkw.get("n_echem", want)
+        if n != want:
+            what = "echem and window features" if window else "echem features (no window features)"
+            raise error(f"the model takes {n} echem input columns; the card's {what} are {want}")
 
 
 def _is_number(x) -> bool:

@@ -51,169 +51,15 @@ __all__ = ["spectral_descriptors", "causal_rate", "echem_columns", "frame_featur
            "MiniRocketTransform", "window_tensor", "BASELINES", "run_macro_f1"]
 
 N_CLASSES = len(CLASSES)
-DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
 
 # ppm windows (lo, hi) of the descriptors: one definition, shared with the model's own
 # physics descriptors (lisentry.models.descriptors)
-from lisentry.models.descriptors import (BASELINE_WINDOW, CE_WINDOW,  # noqa: E402
+from lisentry.models.descriptors import (BASELINE_WINDOW, CE_WINDOW,  # noqa: E402,F401
                                          CLUSTER_WINDOW, METAL_WINDOW)
-
-
-# ---------------------------------------------------------------------------- helpers
-def _grid(n_points: int, ppm_grid: np.ndarray | None) -> np.ndarray:
-    if ppm_grid is not None:
-        g = np.asarray(ppm_grid, dtype=float)
-        if g.shape != (n_points,):
-            raise ValueError(f"ppm_grid has {g.size} points but the spectra have {n_points}.")
-        return g
-    lo, hi, step = DEFAULT_GRID
-    n = int(round((hi - lo) / step)) + 1
-    if n != n_points:
-        raise ValueError(f"spectra have {n_points} points, not the default grid's {n}; "
-                         "pass ppm_grid.")
-    return np.linspace(lo, hi, n)
-
-
-def _causal_reference(spectra: np.ndarray, ref_frames: int) -> np.ndarray:
-    """``(T, P)``: mean of frames ``0..min(t, ref_frames - 1)`` for each frame ``t`` (NaN-aware)."""
-    k = min(ref_frames, len(spectra))
-    head = np.nan_to_num(spectra[:k], nan=0.0)
-    cnt = np.cumsum(np.isfinite(spectra[:k]), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cum = np.cumsum(head, axis=0) / cnt
-    ref = np.empty_like(spectra)
-    ref[:k] = cum
-    ref[k:] = cum[-1]
-    return ref
-
-
-def _boxcar(x: np.ndarray, width: int) -> np.ndarray:
-    """Moving average along the last axis (NaN treated as 0), same length."""
-    if width <= 1:
-        return x
-    ker = np.ones(width) / width
-    x0 = np.nan_to_num(x, nan=0.0)
-    pad = width // 2
-    xp = np.pad(x0, [(0, 0)] * (x.ndim - 1) + [(pad, width - 1 - pad)], mode="edge")
-    c = np.cumsum(np.concatenate([np.zeros(x.shape[:-1] + (1,)), xp], axis=-1), axis=-1)
-    return (c[..., width:] - c[..., :-width]) / width if width > 1 else x0
-
-
-def causal_rate(x: np.ndarray, t_s: np.ndarray, lag: int) -> np.ndarray:
-    """Rate per hour of ``x`` over the last ``lag`` frames: ``(x_t - x_{t-lag}) / Δt``.
-
-    Frames with fewer than ``lag`` predecessors use frame 0; frame 0 (and Δt = 0) give 0.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        ``(T,)`` values (any unit); NaN propagates.
-    t_s : np.ndarray
-        ``(T,)`` frame times, s.
-    lag : int
-        Number of frames back (>= 1).
-
-    Returns
-    -------
-    np.ndarray
-        ``(T,)`` rate, unit of ``x`` per hour.
-
-    Examples
-    --------
-    >>> causal_rate(np.array([0.0, 1.0, 3.0]), np.array([0.0, 3600.0, 7200.0]), 1).tolist()
-    [0.0, 1.0, 2.0]
-    """
-    x = np.asarray(x, dtype=float)
-    t = np.asarray(t_s, dtype=float)
-    idx = np.maximum(np.arange(len(x)) - int(lag), 0)
-    dt_h = (t - t[idx]) / 3600.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (x - x[idx]) / dt_h
-    return np.where(dt_h > 0, r, 0.0)
-
-
-def spectral_descriptors(spectra: np.ndarray, ppm_grid: np.ndarray | None = None, *,
-                         ref_frames: int = 3, smooth_points: int = 5) -> dict[str, np.ndarray]:
-    """Causal per-frame window descriptors of one run's spectra.
-
-    Parameters
-    ----------
-    spectra : np.ndarray
-        ``(T, P)`` per-run-normalised intensities on ``ppm_grid`` (NaN where not covered).
-    ppm_grid : np.ndarray, optional
-        ``(P,)`` ascending ppm axis; default -100..400 ppm step 0.5.
-    ref_frames : int
-        The run's initial lines are the mean of its first ``ref_frames`` frames (frame ``t``
-        uses only those among ``0..t``).
-    smooth_points : int
-        Boxcar width (grid points) applied before positive-part integrals and peak picking.
-
-    Returns
-    -------
-    dict of str to np.ndarray
-        ``(T,)`` arrays. Amounts are integrals (intensity x ppm, i.e. fractions of the initial
-        total signal) above the per-frame baseline (median over 150-215 ppm):
-
-        * ``cluster``: cluster window 10-130 ppm; ``cluster_rel``: minus the reference's;
-        * ``cluster_peak_ppm``: position of the maximum of the smoothed cluster-window
-          difference to the reference (ppm, NaN when that maximum is not positive);
-        * ``metal_extra``: positive part of the smoothed (frame - reference) over 255-285 ppm
-          (new metal beyond the initial electrode lines), minus the positive-part bias of pure
-          noise (so about 0 without new metal); ``metal_diff``: the signed difference;
-        * ``metal_peak_ppm``: position of the largest increase in 235-285 ppm;
-        * ``ce_frac``: 235-275 ppm integral relative to the reference's (1 = no loss);
-        * ``noise``: robust noise of the frame in the baseline region (intensity units);
-        * ``total``: integral over the whole grid.
-    """
-    S = np.asarray(spectra, dtype=float)
-    if S.ndim != 2:
-        raise ValueError(f"spectra must be (T, P). Got shape {S.shape}.")
-    g = _grid(S.shape[1], ppm_grid)
-    step = float(np.median(np.diff(g))) if len(g) > 1 else 1.0
-    win = lambda lo, hi: (g >= lo) & (g <= hi)  # noqa: E731
-    mb, mc, mm, me = (win(*BASELINE_WINDOW), win(*CLUSTER_WINDOW), win(*METAL_WINDOW),
-                      win(*CE_WINDOW))
-    mmp = win(235.0, 285.0)
-    with np.errstate(all="ignore"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            base = np.nanmedian(S[:, mb], axis=1) if mb.any() else np.zeros(len(S))
-            mad = (np.nanmedian(np.abs(S[:, mb] - base[:, None]), axis=1) * 1.4826
-                   if mb.any() else np.zeros(len(S)))
-    base = np.nan_to_num(base, nan=0.0)
-    B = S - base[:, None]
-    R = _causal_reference(B, ref_frames)
-    D = B - R
-    Ds = _boxcar(D, smooth_points)
-
-    def integ(X, m):
-        return np.nansum(X[:, m], axis=1) * step
-
-    cluster = integ(B, mc)
-    cluster_rel = integ(D, mc)
-    dc = Ds[:, mc]
-    k = np.argmax(dc, axis=1)
-    cpk = np.where(dc[np.arange(len(S)), k] > 0, g[mc][k], np.nan)
-    # positive part of the smoothed difference, minus its expectation for pure noise
-    # (E[max(0, X)] = sigma / sqrt(2 pi) per point), sigma from the empty baseline region
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sd = (np.nanmedian(np.abs(Ds[:, mb] - np.nanmedian(Ds[:, mb], axis=1)[:, None]), axis=1)
-              * 1.4826 if mb.any() else np.zeros(len(S)))
-    sd = np.nan_to_num(sd, nan=0.0)
-    metal_extra = (integ(np.clip(Ds, 0, None), mm)
-                   - np.isfinite(Ds[:, mm]).sum(axis=1) * step * sd / math.sqrt(2 * math.pi))
-    metal_diff = integ(D, mm)
-    dm = Ds[:, mmp]
-    k2 = np.argmax(dm, axis=1)
-    mpk = np.where(dm[np.arange(len(S)), k2] > 0, g[mmp][k2], np.nan)
-    ce_ref = integ(R, me)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ce_frac = np.where(np.abs(ce_ref) > 1e-6, integ(B, me) / ce_ref, 1.0)
-    return {"cluster": cluster, "cluster_rel": cluster_rel, "cluster_peak_ppm": cpk,
-            "metal_extra": metal_extra, "metal_diff": metal_diff, "metal_peak_ppm": mpk,
-            "ce_frac": ce_frac, "noise": np.nan_to_num(mad, nan=0.0),
-            "total": integ(S, np.ones(len(g), bool))}
+# The hand-made window features live with the model inputs (a model may read them too).
+from lisentry.models.window_features import (DEFAULT_GRID, FEATURE_NAMES,  # noqa: E402,F401
+                                             _boxcar, _causal_reference, _grid, causal_rate,
+                                             spectral_descriptors, window_features)
 
 
 def echem_columns(run: RunTensors) -> dict[str, np.ndarray]:
@@ -223,32 +69,12 @@ def echem_columns(run: RunTensors) -> dict[str, np.ndarray]:
     return {name: e[:, j] for j, name in enumerate(ECHEM_FEATURES)}
 
 
-#: Columns of :func:`frame_features`, in order.
-_DESC_KEYS = ("cluster", "cluster_rel", "cluster_peak_ppm", "metal_extra", "metal_diff",
-              "metal_peak_ppm", "ce_frac", "noise")
-_RATE_KEYS = ("cluster", "cluster_peak_ppm", "metal_extra", "metal_diff", "ce_frac")
-_ECHEM_KEYS = ("potential_V", "current_asinh", "dVdt_asinh", "charge_asinh",
-               "log1p_h_since_step", "potential_noise_asinh", "dlnI_dt_asinh", "dlnI_dt_3_asinh")
-FEATURE_NAMES: tuple[str, ...] = (
-    _DESC_KEYS
-    + tuple(f"d{lag}_{k}_per_h" for lag in (1, 3) for k in _RATE_KEYS)
-    + ("metal_snr", "cluster_snr")
-    + _ECHEM_KEYS
-    + ("dV_3_frames_V", "potential_min_so_far_V", "abs_current_rate_3_per_h"))
-
-
 def frame_features(run: RunTensors, ppm_grid: np.ndarray | None = None, *,
                    ref_frames: int = 3) -> np.ndarray:
     """Hand-made causal features of every frame of a run, columns :data:`FEATURE_NAMES`.
 
-    Parameters
-    ----------
-    run : RunTensors
-        One run.
-    ppm_grid : np.ndarray, optional
-        The spectra's ppm axis (default -100..400 ppm step 0.5).
-    ref_frames : int
-        Frames that define the run's initial lines.
+    :func:`lisentry.models.window_features.window_features` of the run's spectra, times and
+    echem features.
 
     Returns
     -------
@@ -256,25 +82,8 @@ def frame_features(run: RunTensors, ppm_grid: np.ndarray | None = None, *,
         float64 ``(T, n_features)``; NaN where undefined (masked echem, no peak) — the
         gradient-boosting classifier handles NaN natively.
     """
-    d = spectral_descriptors(run.spectra, ppm_grid, ref_frames=ref_frames)
-    e = echem_columns(run)
-    t = np.asarray(run.t_s, dtype=float)
-    cols = [d[k] for k in _DESC_KEYS]
-    for lag in (1, 3):
-        cols += [causal_rate(d[k], t, lag) for k in _RATE_KEYS]
-    n_pts = lambda lo, hi: max(1.0, (hi - lo) / 0.5)  # noqa: E731
-    with np.errstate(invalid="ignore", divide="ignore"):
-        noise_int = np.maximum(d["noise"], 1e-9) * 0.5
-        cols.append(d["metal_extra"] / (noise_int * math.sqrt(n_pts(*METAL_WINDOW))))
-        cols.append(d["cluster_rel"] / (noise_int * math.sqrt(n_pts(*CLUSTER_WINDOW))))
-    cols += [e[k] for k in _ECHEM_KEYS]
-    v = e["potential_V"]
-    idx = np.maximum(np.arange(len(t)) - 3, 0)
-    cols.append(v - v[idx])
-    vmin = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
-    cols.append(np.where(np.isfinite(vmin), vmin, np.nan))
-    cols.append(causal_rate(np.abs(np.sinh(e["current_asinh"])), t, 3))
-    return np.column_stack(cols).astype(float)
+    return window_features(run.spectra, run.t_s, run.echem, run.echem_mask, ppm_grid,
+                           ref_frames=ref_frames)
 
 
 def run_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES) -> float | None:

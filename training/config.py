@@ -58,6 +58,16 @@ Seed ensemble: ``ensemble.seeds: [1, 2, 3]`` trains one network per seed and shi
 logits as one model (:class:`lisentry.models.ensemble.LisentryEnsemble`); ``ensemble.workers``
 members train at once in separate processes; finished members are kept in the checkpoint
 folder and reused when the run is restarted (:mod:`lisentry.training.ensemble`).
+
+Early stopping: training stops after ``train.patience`` epochs without a better validation
+macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
+schedule's learning rate is still high loses several points (README, seed studies).
+
+Window features: ``inputs.window_features: true`` gives the model the feature baseline's 31
+hand-made causal features (window integrals against the run's first frames, peak positions,
+their rates, SNRs, potential summaries; :mod:`lisentry.models.window_features`) next to its own
+spectrum encoder, each as ``asinh(x / s)`` with ``s`` its median magnitude over the training
+runs (recorded in the card). The detector computes them frame by frame from the same spectra.
 """
 from __future__ import annotations
 
@@ -83,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"name": "lisentry_net", "hidden": 64, "channels": [16, 32, 48, 32],
               "pooled_bins": 16, "echem_hidden": 32, "num_layers": 1, "dropout": 0.1,
               "input_scale": 1.0},
-    "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6,
+    "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6, "min_epochs": 0,
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
               "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
@@ -104,6 +114,9 @@ DEFAULTS: dict[str, Any] = {
     # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
     # mean logits in one bundle; ``workers`` members train at once in separate processes.
     "ensemble": {"seeds": [], "workers": 1},
+    # window_features: append the feature baseline's 31 hand-made causal window features
+    # (lisentry.models.window_features) to the model's echem input, scaled on the training runs.
+    "inputs": {"window_features": False},
 }
 
 
@@ -263,6 +276,7 @@ SCHEMA: dict[str, Param] = {
     "train.weight_decay": _float(0),
     "train.batch_runs": _int(1),
     "train.patience": _int(1),
+    "train.min_epochs": _int(0, note="no early stop before this epoch; 0 = any time"),
     "train.max_minutes": _float(0, lo_open=True),
     "train.aux_weight": _float(0),
     "train.class_weight": Param("choice", choices=("none", "balanced", "sqrt_balanced")),
@@ -298,6 +312,7 @@ SCHEMA: dict[str, Param] = {
                             note="non-empty"),
     "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
     "ensemble.workers": _int(1),
+    "inputs.window_features": _BOOL,
 }
 
 #: Constructor arguments the trainer supplies itself (from the data): never in the config.

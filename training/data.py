@@ -10,7 +10,8 @@ import torch
 
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset, RunView
-from lisentry.models.features import echem_features
+from lisentry.models.features import N_ECHEM, echem_features
+from lisentry.models.window_features import WindowInputs, potentiostat_columns
 from lisentry.models.net import AUX_DEFAULT
 
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
@@ -40,9 +41,15 @@ class RunTensors:
         return len(self.t_s)
 
 
-def run_tensors(view: RunView, aux_names=AUX_DEFAULT) -> RunTensors:
+def run_tensors(view: RunView, aux_names=AUX_DEFAULT, window: WindowInputs | None = None
+                ) -> RunTensors:
+    """One stored run as model inputs and targets; ``window`` appends the scaled window
+    features (:class:`~lisentry.models.window_features.WindowInputs`) to the echem input."""
     fr = view.frames
     e, m = echem_features(fr["t_s"], fr["potential_V"], fr["current_A"], fr["charge_C"])
+    if window is not None:
+        e, m = window.widen(np.asarray(view.spectra, dtype=np.float32), fr["t_s"].to_numpy(float),
+                            e, m)
     y = np.array([CLASS_INDEX.get(lab, -1) if isinstance(lab, str) else -1 for lab in fr["label"]],
                  dtype=np.int64)
     aux = np.full((len(fr), len(aux_names)), np.nan, dtype=np.float32)
@@ -64,8 +71,18 @@ def _opt(x):
     return None if math.isnan(x) else x
 
 
-def load_runs(ds: Dataset, run_ids) -> list[RunTensors]:
-    return [run_tensors(ds.run(r)) for r in run_ids]
+def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None) -> list[RunTensors]:
+    """The runs ``run_ids`` of ``ds``; pass a model's ``window_inputs`` (bundles trained with
+    ``inputs.window_features``) so that their echem input has the columns it was trained on."""
+    return [run_tensors(ds.run(r), window=window) for r in run_ids]
+
+
+def widen_runs(runs: list[RunTensors], window: WindowInputs) -> list[RunTensors]:
+    """Runs loaded without window features, with them appended (same objects, new echem)."""
+    for rt in runs:
+        if rt.echem.shape[1] == N_ECHEM:
+            rt.echem, rt.echem_mask = window.widen(rt.spectra, rt.t_s, rt.echem, rt.echem_mask)
+    return runs
 
 
 #: ppm range with no 7Li line in any of the chemistries here (the metal ends near 280 ppm):
@@ -139,14 +156,18 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
                 spectra[:, k:] = np.nan
     echem, mask = rt.echem, rt.echem_mask
     prefix_p = float(cfg.get("drop_echem_prefix", 0.0))
+    # Columns computed from the potentiostat (all, without window features); the spectral
+    # window features stay, as they would at inference without a potential log.
+    from_echem = potentiostat_columns(echem.shape[1])
     if rng.random() < float(cfg.get("drop_echem", 0.0)):
-        echem, mask = np.zeros_like(echem), np.zeros_like(mask)
+        echem, mask = echem.copy(), mask.copy()
+        echem[:, from_echem], mask[:, from_echem] = 0, 0
     elif prefix_p and rng.random() < prefix_p:     # no draw when off: older configs replay
         # A potential log that starts after the first spectra (the potentiostat started late,
         # or its file begins later): the first k frames have no echem, the rest do.
         k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))
         echem, mask = echem.copy(), mask.copy()
-        echem[:k], mask[:k] = 0, 0
+        echem[:k, from_echem], mask[:k, from_echem] = 0, 0
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
 

@@ -36,6 +36,12 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     torch threads it trains with (the effective count, not the config's 0 = automatic)."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
     d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
+    # settings added later, at the values that reproduce configs from before they existed,
+    # leave the key (and so the reuse of members trained then) unchanged
+    if d.get("inputs") == {"window_features": False}:
+        d.pop("inputs")
+    if d["train"].get("min_epochs", 0) == 0:
+        d["train"].pop("min_epochs", None)
     d["seed"] = int(seed)
     d["training_data_hash"] = data_hash
     d["threads"] = int(threads)
@@ -87,7 +93,7 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
     from lisentry.training.loop import _fit_member, _prepare, pick_device
     torch.set_num_threads(threads)
     cfg = TrainConfig(data=cfg_data, source=source)
-    ds, _, train_runs, val_runs, noise_window = _prepare(cfg)
+    ds, _, train_runs, val_runs, noise_window, _ = _prepare(cfg)
     n_epochs = cfg["train"]["epochs"]
 
     def report(epoch: int, loss: float, f1: float) -> None:

@@ -26,9 +26,10 @@ from lisentry.models.calibration import (energy_score, expected_calibration_erro
                                          ood_threshold, softmax_t)
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
 from lisentry.models.registry import MODELS
+from lisentry.models.window_features import N_WINDOW_FEATURES, WindowInputs
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
-                                     noise_window_mask)
+                                     noise_window_mask, widen_runs)
 from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
 from lisentry.training.tracking import Tracker
 
@@ -63,7 +64,8 @@ def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
                                                        f"; known: {sorted(MODELS)}"))
-    return MODELS[name](n_ppm=n_ppm, n_echem=N_ECHEM, classes=CLASSES, **mc)
+    n_echem = N_ECHEM + (N_WINDOW_FEATURES if cfg["inputs"]["window_features"] else 0)
+    return MODELS[name](n_ppm=n_ppm, n_echem=n_echem, classes=CLASSES, **mc)
 
 
 def _loss(model, batch, weights, aux_weight, run_balance: float = 0.0):
@@ -99,7 +101,8 @@ def config_policy(cfg: TrainConfig) -> AlarmPolicy:
 
 
 def _prepare(cfg: TrainConfig):
-    """The dataset, its split and the loaded training and validation runs."""
+    """The dataset, its split, the loaded training and validation runs (with window features
+    when the config asks for them), the noise window mask and the window inputs (or None)."""
     ds = Dataset(cfg["dataset"])
     sp = cfg["split"]
     split = ds.split(val_frac=sp["val_frac"], test_frac=sp["test_frac"], seed=sp.get("seed", 0),
@@ -110,13 +113,35 @@ def _prepare(cfg: TrainConfig):
                           f"{len(split['train'])} train / {len(split['val'])} val")
     train_runs = load_runs(ds, split["train"])
     val_runs = load_runs(ds, split["val"])
+    window = window_inputs(cfg, ds, train_runs)
+    if window is not None:
+        widen_runs(train_runs, window)
+        widen_runs(val_runs, window)
     noise_window = noise_window_mask(ds.ppm_grid)
     if cfg["train"].get("augment", {}).get("noise_prob", 0.0) and noise_window is None:
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(
             f"train.augment.noise_prob needs a line-free window of the ppm grid to measure the noise "
             f"(330-400 ppm); the grid of {cfg['dataset']} spans {ds.ppm_grid[0]:g}-{ds.ppm_grid[-1]:g} ppm")
-    return ds, split, train_runs, val_runs, noise_window
+    return ds, split, train_runs, val_runs, noise_window, window
+
+
+def window_inputs(cfg: TrainConfig, ds, train_runs) -> WindowInputs | None:
+    """The window-feature inputs of ``inputs.window_features`` (None when off): scaled on every
+    4th training run, or taken from the ``init_from`` bundle so that its weights see the same
+    columns."""
+    want = bool(cfg["inputs"]["window_features"])
+    if cfg["init_from"]:
+        have = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid).window_inputs
+        if (have is not None) != want:
+            from lisentry.datasets.errors import ConfigError
+            raise ConfigError(f"init_from {cfg['init_from']} was trained with inputs.window_features "
+                              f"{have is not None}; this config sets {want}")
+        return have
+    if not want:
+        return None
+    return WindowInputs.fit([(r.spectra, r.t_s, r.echem, r.echem_mask) for r in train_runs[::4]],
+                            ds.ppm_grid)
 
 
 def _new_model(cfg: TrainConfig, ds):
@@ -199,7 +224,7 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
                     bar.close()
                 import optuna
                 raise optuna.TrialPruned()
-        if bad >= tc["patience"]:
+        if bad >= tc["patience"] and epoch >= int(tc.get("min_epochs", 0)):
             break
         if (time.monotonic() - t_start) / 60 > tc["max_minutes"]:
             print(f"stopping: time budget of {tc['max_minutes']} min reached", file=sys.stderr)
@@ -239,7 +264,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     device = pick_device(tc["device"])
-    ds, split, train_runs, val_runs, noise_window = _prepare(cfg)
+    ds, split, train_runs, val_runs, noise_window, window = _prepare(cfg)
     step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
     out_dir = Path(out_dir or cfg["out"])
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoint")
@@ -316,7 +341,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     for name, ids in eval_sets.items():
         if not ids:
             continue
-        runs = load_runs(ds, ids)
+        runs = load_runs(ds, ids, window=window)
         res = evaluate_predictions(runs, predict_runs(model, runs, temperature=temperature,
                                                       policy=policy, device=device),
                                    cfg["detector"]["horizon_s"])
@@ -331,6 +356,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         "ood_threshold": ood_thr,
         "detector": detector_cfg,
         "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION},
+        **({"window_features": window.card()} if window is not None else {}),
         "normalisation": ds.manifest.get("normalisation"),
         "training_config": cfg.to_dict(),
         "training_data_hash": ds.manifest.get("content_hash"),

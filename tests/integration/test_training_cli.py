@@ -159,22 +159,40 @@ def test_seed_study_pairs_bundles_against_a_baseline(smoke):
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_hybrid_features_experiment_widens_the_echem_input(smoke):
-    """``benchmarks/hybrid_features.py``: the HGB's hand-made features enter the model as extra
-    echem inputs; it trains, and scores the test runs and an ``--also`` set."""
+def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
+    """``inputs.window_features``: the HGB's hand-made window features enter the model as extra
+    echem inputs, scaled on the training runs and recorded in the card; ``evaluate`` and
+    ``label`` (on a Bruker + EC-Lab run, frame by frame) compute them the same way.
+    ``train.min_epochs`` holds early stopping off until that epoch."""
+    import pandas as pd
+    from lisentry.datasets.sim.run import simulate_run, write_run
     from lisentry.models.features import N_ECHEM
-    from lisentry.training.baselines import FEATURE_NAMES
-    out = smoke / "hybrid"
-    proc = subprocess.run([sys.executable, REPO / "benchmarks" / "hybrid_features.py",
-                           REPO / "configs" / "train-smoke.yaml", "--out", out,
-                           "--set", f"dataset={smoke / 'smoke'}", "--also", f"again={smoke / 'smoke'}"],
-                          cwd=smoke, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from lisentry.models.window_features import FEATURE_NAMES
+    out = smoke / "window"
+    res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
+                   "--set", f"out={out}", "--set", "inputs.window_features=true",
+                   "--set", "train.epochs=3", "--set", "train.patience=1",
+                   "--set", "train.min_epochs=3", "--set", "train.lr=1e-9", cwd=smoke)
     card = json.loads((out / "card.json").read_text())
     assert card["model"]["kwargs"]["n_echem"] == N_ECHEM + len(FEATURE_NAMES)
-    res = json.loads(out.with_suffix(".json").read_text())
-    assert set(res["eval"]) == {"test", "again"} and res["eval"]["again"]["overall"]["n_runs"] == 20
-    assert len(res["feature_scale"]) == len(FEATURE_NAMES) and min(res["feature_scale"]) > 0
+    wf = card["inputs"]["window_features"]
+    assert wf["names"] == list(FEATURE_NAMES) and len(wf["scale"]) == 31 and min(wf["scale"]) > 0
+    # a learning rate of 1e-9 never improves on epoch 1: patience 1 alone would stop at 2
+    assert card["metrics"]["epochs_run"] == 3
+    res = lisentry("evaluate", out, smoke / "smoke", cwd=smoke)
+    assert "macro-F1" in res.stdout
+    run = smoke / "bruker_run"
+    write_run(simulate_run("hc_sulfide_overlithiation", 11, max_frames=6, run_id="w"), run)
+    lisentry("label", run, "--echem-tz", "UTC", "--out", smoke / "labels.csv", "--model", out,
+             cwd=smoke)
+    labels = pd.read_csv(smoke / "labels.csv")
+    assert len(labels) == 6 and labels["label"].notna().all()
+    # a config that is not a bool is one line
+    res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set",
+                   f"dataset={smoke / 'smoke'}", "--set", "inputs.window_features=maybe",
+                   cwd=smoke, check=False)
+    assert res.returncode == 2 and "inputs.window_features" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_seed_ensemble_trains_in_parallel_resumes_and_labels(smoke):

@@ -261,8 +261,11 @@ def test_rule_plating_latch_releases_below_half_threshold():
     assert lab.tolist() == [0, 2, 2, 2, 0, 2, 0, 0]
 
 
-def test_docstring_examples_of_baselines():
+def test_docstring_examples_of_baselines_and_their_window_features():
     import doctest
+    import lisentry.models.window_features as feats
     import lisentry.training.baselines as mod
-    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert res.attempted > 0 and res.failed == 0
+    for m in (mod, feats):
+        res = doctest.testmod(m, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, m.__name__
+    assert doctest.testmod(feats).attempted > 0     # causal_rate's example lives there now

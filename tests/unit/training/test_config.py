@@ -117,3 +117,22 @@ def test_bad_override_yaml_names_the_key(cfg):
     with pytest.raises(ConfigError) as ei:
         load_train_config(cfg, ["train.lr=[1"])
     assert str(ei.value).startswith("override train.lr='[1': the value is not valid YAML")
+
+
+def test_member_key_ignores_later_settings_at_their_neutral_defaults():
+    """Checkpointed ensemble members trained before ``inputs.window_features`` and
+    ``train.min_epochs`` existed are reused while those stay at their defaults; setting either
+    changes what a member depends on, so the key."""
+    from lisentry.training.ensemble import member_key
+    from pathlib import Path
+    cfg_path = Path(__file__).resolve().parents[3] / "configs" / "train-default.yaml"
+    base = load_train_config(cfg_path, [])
+    older = base.to_dict()
+    older.pop("inputs")
+    older["train"].pop("min_epochs")
+    from lisentry.training.config import TrainConfig
+    key = member_key(base, 0, "h", 1)
+    assert member_key(TrainConfig(older), 0, "h", 1) == key
+    for change in ("inputs.window_features=true", "train.min_epochs=45"):
+        assert member_key(load_train_config(cfg_path, [change]),
+                          0, "h", 1) != key

@@ -1,0 +1,209 @@
+"""Window features as model inputs: streaming = batch, causality, scaling, bundle and detector."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+from lisentry.datasets.sim.run import simulate_run, to_run
+from lisentry.models.features import N_ECHEM, echem_features
+from lisentry.models.window_features import (FEATURE_NAMES, N_WINDOW_FEATURES,
+                                             POTENTIOSTAT_FEATURES, WindowFeatureState,
+                                             WindowInputs, potentiostat_columns, window_features)
+
+GRID = np.linspace(-100.0, 400.0, 1001)
+COL = {n: j for j, n in enumerate(FEATURE_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def run_frames():
+    """A simulated overlithiation run through the real pipeline, its potential log starting
+    at the fourth frame (as on the real Li | Li run) and one frame without a potential."""
+    frames = to_run(simulate_run("hc_sulfide_overlithiation", 7, max_frames=14),
+                    Pipeline(ProcessingConfig())).frames
+    return [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan)
+            if i in (0, 1, 2, 8) else f for i, f in enumerate(frames)]
+
+
+def arrays(frames):
+    S = np.stack([f.intensity for f in frames]).astype(np.float32)
+    t = np.array([f.t_s for f in frames])
+    e, m = echem_features(t, [f.potential_V for f in frames], [f.current_A for f in frames],
+                          [f.charge_C for f in frames])
+    return S, t, e, m
+
+
+def test_streaming_equals_batch_on_a_processed_run(run_frames):
+    S, t, e, m = arrays(run_frames)
+    batch = window_features(S, t, e, m, GRID)
+    st = WindowFeatureState(GRID)
+    stream = np.stack([st.update(S[i], t[i], e[i], m[i]) for i in range(len(S))])
+    assert batch.shape == (len(S), N_WINDOW_FEATURES)
+    np.testing.assert_array_equal(np.isnan(batch), np.isnan(stream))
+    np.testing.assert_allclose(stream, batch, rtol=1e-9, atol=1e-12, equal_nan=True)
+    # the potentiostat's columns are undefined before its log starts; the spectra's are not
+    spectral = [j for j, n in enumerate(FEATURE_NAMES) if n not in POTENTIOSTAT_FEATURES
+                and not n.endswith("peak_ppm") and "peak_ppm" not in n]
+    assert np.isnan(batch[:3, COL["potential_V"]]).all()
+    assert np.isfinite(batch[:, spectral]).all()
+    assert batch[3, COL["potential_min_so_far_V"]] == pytest.approx(run_frames[3].potential_V)
+
+
+def test_state_survives_json_and_is_rebuilt_from_a_batch(run_frames):
+    S, t, e, m = arrays(run_frames)
+    batch = window_features(S, t, e, m, GRID)
+    st = WindowFeatureState(GRID)
+    for i in range(6):
+        st.update(S[i], t[i], e[i], m[i])
+    again = WindowFeatureState.from_dict(json.loads(json.dumps(st.to_dict())), GRID)
+    rest = np.stack([again.update(S[i], t[i], e[i], m[i]) for i in range(6, len(S))])
+    np.testing.assert_allclose(rest, batch[6:], rtol=1e-9, atol=1e-12, equal_nan=True)
+    for k in (1, 2, 9):     # fewer and more frames than the reference / rate memory
+        rebuilt = WindowFeatureState.from_batch(S[:k], t[:k], batch[:k], GRID)
+        rest = np.stack([rebuilt.update(S[i], t[i], e[i], m[i]) for i in range(k, len(S))])
+        np.testing.assert_allclose(rest, batch[k:], rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_features_are_causal(run_frames):
+    S, t, e, m = arrays(run_frames)
+    a = window_features(S, t, e, m, GRID)
+    S2, e2 = S.copy(), e.copy()
+    S2[7:] *= 3.0
+    e2[7:] += 1.0
+    b = window_features(S2, t, e2, m, GRID)
+    np.testing.assert_array_equal(a[:7], b[:7])
+    assert not np.allclose(a[7:], b[7:], equal_nan=True)
+
+
+def test_a_growing_metal_line_reads_as_new_metal_and_its_rate():
+    """New metal at 270 ppm growing by 0.01 of the initial signal per 10-min frame."""
+    s = 4.0 / 2.355
+    host = np.exp(-0.5 * (GRID / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    metal = np.exp(-0.5 * ((GRID - 270.0) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    n = 8
+    S = np.stack([host + 0.01 * max(0, k - 3) * metal for k in range(n)])
+    t = 600.0 * np.arange(n)
+    e, m = echem_features(t, np.full(n, 0.1), np.full(n, 1e-4), np.zeros(n))
+    f = window_features(S, t, e, m, GRID)
+    np.testing.assert_allclose(f[:4, COL["metal_extra"]], 0.0, atol=2e-3)
+    assert f[7, COL["metal_extra"]] == pytest.approx(0.04, rel=0.1)
+    assert f[7, COL["d1_metal_extra_per_h"]] == pytest.approx(0.06, rel=0.1)    # 0.01 / 10 min
+    assert f[7, COL["metal_peak_ppm"]] == pytest.approx(270.0, abs=1.0)
+    assert abs(f[7, COL["cluster_rel"]]) < 2e-3
+
+
+def test_inputs_scale_mask_and_card(run_frames):
+    S, t, e, m = arrays(run_frames)
+    w = WindowInputs.fit([(S, t, e, m), (S[:8], t[:8], e[:8], m[:8])], GRID)
+    assert w.scale.shape == (N_WINDOW_FEATURES,) and (w.scale > 0).all()
+    wide, mask = w.widen(S, t, e, m)
+    assert wide.shape == (len(S), N_ECHEM + N_WINDOW_FEATURES) and wide.dtype == np.float32
+    np.testing.assert_array_equal(wide[:, :N_ECHEM], e)
+    raw = window_features(S, t, e, m, GRID)
+    np.testing.assert_array_equal(mask[:, N_ECHEM:], np.isfinite(raw))
+    assert (wide[:, N_ECHEM:][~np.isfinite(raw)] == 0).all()      # masked, never silently used
+    np.testing.assert_allclose(wide[:, N_ECHEM:][np.isfinite(raw)],
+                               np.arcsinh(raw / w.scale)[np.isfinite(raw)], rtol=1e-5)
+    back = WindowInputs.from_card(json.loads(json.dumps(w.card())), GRID)
+    np.testing.assert_array_equal(back.scale, w.scale)
+    with pytest.raises(ValueError, match="window features v0"):
+        WindowInputs.from_card({**w.card(), "version": 0}, GRID)
+    with pytest.raises(ValueError, match="31 positive"):
+        WindowInputs(np.zeros(N_WINDOW_FEATURES), GRID)
+
+
+def test_a_dropped_potential_log_keeps_the_spectral_window_features(run_frames):
+    """Training's drop_echem augmentation masks what a missing potential log would leave
+    undefined at inference, and only that."""
+    from lisentry.training.data import RunTensors, augment_run
+    cols = potentiostat_columns(N_ECHEM + N_WINDOW_FEATURES)
+    assert cols[:N_ECHEM].all() and cols.sum() == N_ECHEM + len(POTENTIOSTAT_FEATURES)
+    assert potentiostat_columns(N_ECHEM).all()
+    S, t, e, m = arrays(run_frames)
+    w = WindowInputs(np.ones(N_WINDOW_FEATURES), GRID)
+    wide, mask = w.widen(S, t, e, m)
+    n = len(S)
+    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
+                    np.zeros((n, 4), np.float32), None, None)
+    out = augment_run(rt, np.random.default_rng(0), {"drop_echem": 1.0}, 0.5)
+    assert (out.echem_mask[:, cols] == 0).all() and (out.echem[:, cols] == 0).all()
+    np.testing.assert_array_equal(out.echem_mask[:, ~cols], mask[:, ~cols])
+    # and what the detector computes without a potential log agrees on which columns are gone
+    nan = np.full(n, np.nan)
+    e0, m0 = echem_features(t, nan, nan, nan)
+    _, mask0 = w.widen(S, t, e0, m0)
+    np.testing.assert_array_equal(mask0[1:, cols], 0)   # (frame 0's rates are 0 by definition)
+
+
+def window_bundle(tmp_path, n_echem=N_ECHEM + N_WINDOW_FEATURES, card_window=True):
+    from lisentry.models.bundle import save_bundle
+    from lisentry.models.net import LisentryNet
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=len(GRID), n_echem=n_echem, hidden=8, channels=(4, 4),
+                      pooled_bins=8).eval()
+    w = WindowInputs(np.linspace(0.01, 1.0, N_WINDOW_FEATURES), GRID)
+    card = {"ppm_grid": {"min": -100.0, "max": 400.0, "step": 0.5},
+            "processing": ProcessingConfig().to_dict(), "temperature": 0.05,
+            "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 1, "horizon_s": 3600.0}}
+    if card_window:
+        card["window_features"] = w.card()
+    return save_bundle(tmp_path / "wb", net, card), w
+
+
+def test_bundle_records_the_window_inputs_and_refuses_a_width_mismatch(tmp_path):
+    from lisentry.datasets.errors import ConfigError
+    from lisentry.models.bundle import BundleError, load_bundle
+    d, w = window_bundle(tmp_path)
+    b = load_bundle(d)
+    np.testing.assert_array_equal(b.window_inputs.scale, w.scale)
+    assert json.loads((d / "card.json").read_text())["inputs"]["window_features"]["version"] == 1
+    with pytest.raises(ConfigError, match="39 echem input columns"):
+        window_bundle(tmp_path, card_window=False)
+    with pytest.raises(ConfigError, match="takes 8 echem input columns"):
+        window_bundle(tmp_path, n_echem=N_ECHEM)
+    card = json.loads((d / "card.json").read_text())
+    card["inputs"]["window_features"]["names"][0] = "something_else"
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="card.json: window features"):
+        load_bundle(d)
+
+
+def test_detector_streams_a_window_model_like_its_batch_labeller_and_resumes(tmp_path, run_frames):
+    from lisentry.detector.online import OnlineDetector
+    from lisentry.models.bundle import load_bundle
+    d, _ = window_bundle(tmp_path)
+    b = load_bundle(d)
+    det = OnlineDetector(b)
+    rows = []
+    for f in run_frames[:7]:
+        det.update(f)
+        rows.append(dict(det.last_row))
+    js, tensors = det.state_dict()
+    det = OnlineDetector(b).load_state_dict(json.loads(json.dumps(js)), tensors)
+    for f in run_frames[7:]:
+        det.update(f)
+        rows.append(dict(det.last_row))
+    batch = OnlineDetector(b)
+    brows = batch.label_frames(run_frames[:10])
+    for f in run_frames[10:]:          # label_frames leaves the state update() would have
+        batch.update(f)
+        brows.append(dict(batch.last_row))
+    p = lambda rs: np.array([[r[f"p_{c}"] for c in b.classes] for r in rs])  # noqa: E731
+    np.testing.assert_allclose(p(rows), p(brows), atol=1e-6)
+    assert [r["label"] for r in rows] == [r["label"] for r in brows]
+    # the window features matter: the same model fed zeros there answers differently
+    S, t, e, m = arrays(run_frames)
+    wide, mask = b.window_inputs.widen(S, t, e, m)
+    with torch.no_grad():
+        full = b.model(torch.from_numpy(S)[None], torch.from_numpy(wide)[None],
+                       echem_mask=torch.from_numpy(mask)[None])["logits"]
+        wide[:, N_ECHEM:] = 0
+        mask[:, N_ECHEM:] = 0
+        blind = b.model(torch.from_numpy(S)[None], torch.from_numpy(wide)[None],
+                        echem_mask=torch.from_numpy(mask)[None])["logits"]
+    assert not torch.allclose(full, blind)
