@@ -47,7 +47,7 @@ from torch import nn
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION
 from lisentry.models.registry import build_model, model_name
-from lisentry.models.window_features import N_WINDOW_FEATURES, WindowInputs
+from lisentry.models.window_features import N_MODEL_FEATURES, WindowInputs
 
 FORMAT = "lisentry-bundle"
 FORMAT_VERSION = 1
@@ -496,7 +496,7 @@ def _grid_points(grid: tuple[float, float, float]) -> np.ndarray:
 def _check_echem_width(kwargs: Mapping, window: bool, error) -> None:
     """The model's echem input width matches the card: the echem features, plus the window
     features when the card has them (each ensemble member alike)."""
-    want = len(ECHEM_FEATURES) + (N_WINDOW_FEATURES if window else 0)
+    want = len(ECHEM_FEATURES) + (N_MODEL_FEATURES if window else 0)
     for mkw in kwargs["members"] if isinstance(kwargs.get("members"), list) else [kwargs]:
         n = mkw.get("n_echem", want)
         if n != want:

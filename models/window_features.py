@@ -6,8 +6,9 @@ against the run's first frames, where the largest increases peak, their rates pe
 last 1 and 3 frames, noise-scaled SNRs of the new signal, and the electrochemistry features of
 :mod:`lisentry.models.features` with a few potential summaries. The scikit-learn feature
 baseline (:class:`lisentry.training.baselines.FeatureBaseline`) classifies from them alone; a
-model trained with ``inputs.window_features: true`` reads them next to its own spectrum
-encoder (appended to its echem input, see :class:`WindowInputs`).
+model trained with ``inputs.window_features: true`` reads the 20 computed from the spectra
+(:data:`MODEL_FEATURES`) next to its own spectrum encoder and echem features (appended to its
+echem input, see :class:`WindowInputs`).
 
 Every feature of frame ``t`` depends only on frames ``0..t`` (the run's reference lines are the
 mean of its first ``ref_frames`` frames *seen so far*), so the batch function
@@ -33,11 +34,11 @@ from lisentry.models.descriptors import BASELINE_WINDOW, CE_WINDOW, CLUSTER_WIND
 from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
 
 __all__ = ["spectral_descriptors", "reference_lines", "causal_rate", "window_features", "WindowFeatureState",
-           "WindowInputs", "FEATURE_NAMES", "WINDOW_FEATURES_VERSION", "DEFAULT_GRID"]
+           "WindowInputs", "FEATURE_NAMES", "MODEL_FEATURES", "WINDOW_FEATURES_VERSION", "DEFAULT_GRID"]
 
 DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
 #: Bumped whenever a feature's definition changes (stored in model cards).
-WINDOW_FEATURES_VERSION = 1
+WINDOW_FEATURES_VERSION = 2  # 2: models read the 20 spectral features only
 
 # ---------------------------------------------------------------------------- helpers
 def _grid(n_points: int, ppm_grid: np.ndarray | None) -> np.ndarray:
@@ -240,19 +241,26 @@ assert _ECHEM_KEYS == ECHEM_FEATURES  # the echem columns are the model's echem 
 #: Window features computed from the potentiostat's data (NaN without a potential log).
 POTENTIOSTAT_FEATURES: tuple[str, ...] = _ECHEM_KEYS + (
     "dV_3_frames_V", "potential_min_so_far_V", "abs_current_rate_3_per_h")
+#: The window features a model reads (:class:`WindowInputs`): the 20 read off the spectra. The
+#: potentiostat's are left to the model's own echem input: with them a model trained on
+#: simulated Li | Li cycling (whose potential swings both ways) read the one-way galvanostatic
+#: real run's always-positive potential minimum as "no plating" for 26 h (README, 2026-12-06,
+#: fourth part).
+MODEL_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in POTENTIOSTAT_FEATURES)
+N_MODEL_FEATURES = len(MODEL_FEATURES)
+_MODEL_IDX = np.array([FEATURE_NAMES.index(n) for n in MODEL_FEATURES])
 
 
 def potentiostat_columns(n_columns: int) -> np.ndarray:
     """Which columns of a model's echem input come from the potentiostat.
 
-    With ``N_ECHEM + 31`` columns (window features appended) the echem features and
-    :data:`POTENTIOSTAT_FEATURES`; any other width is an echem input without window features,
-    all of whose columns do.
+    With ``N_ECHEM + 20`` columns (window features appended) the first ``N_ECHEM``, the echem
+    features; any other width is an echem input without window features, all of whose columns
+    do.
     """
-    if n_columns != N_ECHEM + N_WINDOW_FEATURES:
+    if n_columns != N_ECHEM + N_MODEL_FEATURES:
         return np.ones(n_columns, bool)
-    return np.concatenate([np.ones(N_ECHEM, bool),
-                           np.isin(FEATURE_NAMES, POTENTIOSTAT_FEATURES)])
+    return np.arange(n_columns) < N_ECHEM
 
 
 def _snr_columns(metal_extra, cluster_rel, noise):
@@ -428,14 +436,14 @@ class WindowFeatureState:
 class WindowInputs:
     """The window features as extra model inputs: scaled, masked, appended to the echem input.
 
-    Each feature enters as ``asinh(x / scale)``, ``scale`` its median absolute value over the
-    training runs (so every column is O(1) whatever its unit); a NaN feature enters as 0 with
-    mask 0, like masked echem.
+    A model reads the :data:`MODEL_FEATURES` (the 20 computed from the spectra). Each enters as
+    ``asinh(x / scale)``, ``scale`` its median absolute value over the training runs (so every
+    column is O(1) whatever its unit); a NaN feature enters as 0 with mask 0, like masked echem.
 
     Parameters
     ----------
     scale : np.ndarray
-        ``(31,)`` positive scales, one per :data:`FEATURE_NAMES` column.
+        ``(20,)`` positive scales, one per :data:`MODEL_FEATURES` column.
     ppm_grid : np.ndarray
         The model's ppm axis.
     ref_frames : int
@@ -448,20 +456,20 @@ class WindowInputs:
 
     def __post_init__(self):
         s = np.asarray(self.scale, dtype=float)
-        if s.shape != (N_WINDOW_FEATURES,) or not np.all(np.isfinite(s) & (s > 0)):
-            raise ValueError(f"window feature scale must be {N_WINDOW_FEATURES} positive "
+        if s.shape != (N_MODEL_FEATURES,) or not np.all(np.isfinite(s) & (s > 0)):
+            raise ValueError(f"window feature scale must be {N_MODEL_FEATURES} positive "
                              f"numbers. Got shape {s.shape}.")
         object.__setattr__(self, "scale", s)
         object.__setattr__(self, "ppm_grid", np.asarray(self.ppm_grid, dtype=float))
 
     @property
     def n_features(self) -> int:
-        return N_WINDOW_FEATURES
+        return N_MODEL_FEATURES
 
     @classmethod
     def fit(cls, runs: Sequence[tuple], ppm_grid: np.ndarray, ref_frames: int = 3) -> "WindowInputs":
         """Scales from training runs, each given as ``(spectra, t_s, echem, echem_mask)``."""
-        vals = [window_features(*r, ppm_grid, ref_frames=ref_frames) for r in runs]
+        vals = [window_features(*r, ppm_grid, ref_frames=ref_frames)[:, _MODEL_IDX] for r in runs]
         v = np.abs(np.concatenate(vals))
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -469,8 +477,8 @@ class WindowInputs:
         return cls(np.where(np.isfinite(s) & (s > 0), s, 1.0), ppm_grid, ref_frames)
 
     def transform(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, mask)`` float32 of raw features ``(..., 31)``."""
-        raw = np.asarray(raw, dtype=float)
+        """``(values, mask)`` float32 ``(..., 20)`` of raw :func:`window_features` ``(..., 31)``."""
+        raw = np.asarray(raw, dtype=float)[..., _MODEL_IDX]
         ok = np.isfinite(raw)
         z = np.where(ok, np.arcsinh(np.where(ok, raw, 0.0) / self.scale), 0.0)
         return z.astype(np.float32), ok.astype(np.float32)
@@ -499,13 +507,13 @@ class WindowInputs:
 
     def card(self) -> dict:
         """JSON-safe record for the model card."""
-        return {"names": list(FEATURE_NAMES), "version": WINDOW_FEATURES_VERSION,
+        return {"names": list(MODEL_FEATURES), "version": WINDOW_FEATURES_VERSION,
                 "ref_frames": self.ref_frames, "scale": [float(x) for x in self.scale]}
 
     @classmethod
     def from_card(cls, d: Mapping, ppm_grid: np.ndarray) -> "WindowInputs":
         """Inverse of :meth:`card`; ``ValueError`` when names or version differ."""
-        if list(d.get("names", [])) != list(FEATURE_NAMES) or d.get("version") != WINDOW_FEATURES_VERSION:
+        if list(d.get("names", [])) != list(MODEL_FEATURES) or d.get("version") != WINDOW_FEATURES_VERSION:
             raise ValueError(f"window features v{d.get('version')} differ from this version's "
                              f"v{WINDOW_FEATURES_VERSION}")
         return cls(np.asarray(d["scale"], dtype=float), ppm_grid, int(d.get("ref_frames", 3)))

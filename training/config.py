@@ -63,11 +63,12 @@ Early stopping: training stops after ``train.patience`` epochs without a better 
 macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
 schedule's learning rate is still high loses several points (README, seed studies).
 
-Window features: ``inputs.window_features: true`` gives the model the feature baseline's 31
-hand-made causal features (window integrals against the run's first frames, peak positions,
-their rates, SNRs, potential summaries; :mod:`lisentry.models.window_features`) next to its own
-spectrum encoder, each as ``asinh(x / s)`` with ``s`` its median magnitude over the training
-runs (recorded in the card). The detector computes them frame by frame from the same spectra.
+Window features: ``inputs.window_features: true`` gives the model the 20 spectral features of
+the feature baseline (window integrals against the run's first frames, peak positions, their
+rates over 1 and 3 frames, noise-scaled SNRs; :mod:`lisentry.models.window_features`) next to
+its own spectrum encoder and echem features, each as ``asinh(x / s)`` with ``s`` its median
+magnitude over the training runs (recorded in the card). The detector computes them frame by
+frame from the same spectra.
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ DEFAULTS: dict[str, Any] = {
     # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
     # mean logits in one bundle; ``workers`` members train at once in separate processes.
     "ensemble": {"seeds": [], "workers": 1},
-    # window_features: append the feature baseline's 31 hand-made causal window features
+    # window_features: append the feature baseline's 20 spectral window features
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs.
     "inputs": {"window_features": False},
 }

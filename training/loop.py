@@ -26,7 +26,7 @@ from lisentry.models.calibration import (energy_score, expected_calibration_erro
                                          ood_threshold, softmax_t)
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
 from lisentry.models.registry import MODELS
-from lisentry.models.window_features import N_WINDOW_FEATURES, WindowInputs
+from lisentry.models.window_features import N_MODEL_FEATURES, WindowInputs
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
                                      noise_window_mask, widen_runs)
@@ -64,7 +64,7 @@ def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
                                                        f"; known: {sorted(MODELS)}"))
-    n_echem = N_ECHEM + (N_WINDOW_FEATURES if cfg["inputs"]["window_features"] else 0)
+    n_echem = N_ECHEM + (N_MODEL_FEATURES if cfg["inputs"]["window_features"] else 0)
     return MODELS[name](n_ppm=n_ppm, n_echem=n_echem, classes=CLASSES, **mc)
 
 

@@ -160,23 +160,23 @@ def test_seed_study_pairs_bundles_against_a_baseline(smoke):
 
 
 def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
-    """``inputs.window_features``: the HGB's hand-made window features enter the model as extra
+    """``inputs.window_features``: the HGB's spectral window features enter the model as extra
     echem inputs, scaled on the training runs and recorded in the card; ``evaluate`` and
     ``label`` (on a Bruker + EC-Lab run, frame by frame) compute them the same way.
     ``train.min_epochs`` holds early stopping off until that epoch."""
     import pandas as pd
     from lisentry.datasets.sim.run import simulate_run, write_run
     from lisentry.models.features import N_ECHEM
-    from lisentry.models.window_features import FEATURE_NAMES
+    from lisentry.models.window_features import MODEL_FEATURES
     out = smoke / "window"
     res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
                    "--set", f"out={out}", "--set", "inputs.window_features=true",
                    "--set", "train.epochs=3", "--set", "train.patience=1",
                    "--set", "train.min_epochs=3", "--set", "train.lr=1e-9", cwd=smoke)
     card = json.loads((out / "card.json").read_text())
-    assert card["model"]["kwargs"]["n_echem"] == N_ECHEM + len(FEATURE_NAMES)
+    assert card["model"]["kwargs"]["n_echem"] == N_ECHEM + len(MODEL_FEATURES)
     wf = card["inputs"]["window_features"]
-    assert wf["names"] == list(FEATURE_NAMES) and len(wf["scale"]) == 31 and min(wf["scale"]) > 0
+    assert wf["names"] == list(MODEL_FEATURES) and len(wf["scale"]) == 20 and min(wf["scale"]) > 0
     # a learning rate of 1e-9 never improves on epoch 1: patience 1 alone would stop at 2
     assert card["metrics"]["epochs_run"] == 3
     res = lisentry("evaluate", out, smoke / "smoke", cwd=smoke)

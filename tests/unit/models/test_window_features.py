@@ -12,9 +12,10 @@ import torch
 from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
 from lisentry.datasets.sim.run import simulate_run, to_run
 from lisentry.models.features import N_ECHEM, echem_features
-from lisentry.models.window_features import (FEATURE_NAMES, N_WINDOW_FEATURES,
-                                             POTENTIOSTAT_FEATURES, WindowFeatureState,
-                                             WindowInputs, potentiostat_columns, window_features)
+from lisentry.models.window_features import (FEATURE_NAMES, MODEL_FEATURES, N_MODEL_FEATURES,
+                                             N_WINDOW_FEATURES, POTENTIOSTAT_FEATURES,
+                                             WindowFeatureState, WindowInputs,
+                                             potentiostat_columns, window_features)
 
 GRID = np.linspace(-100.0, 400.0, 1001)
 COL = {n: j for j, n in enumerate(FEATURE_NAMES)}
@@ -100,32 +101,34 @@ def test_a_growing_metal_line_reads_as_new_metal_and_its_rate():
 def test_inputs_scale_mask_and_card(run_frames):
     S, t, e, m = arrays(run_frames)
     w = WindowInputs.fit([(S, t, e, m), (S[:8], t[:8], e[:8], m[:8])], GRID)
-    assert w.scale.shape == (N_WINDOW_FEATURES,) and (w.scale > 0).all()
+    assert w.scale.shape == (N_MODEL_FEATURES,) and (w.scale > 0).all()
+    assert set(MODEL_FEATURES) == set(FEATURE_NAMES) - set(POTENTIOSTAT_FEATURES)
     wide, mask = w.widen(S, t, e, m)
-    assert wide.shape == (len(S), N_ECHEM + N_WINDOW_FEATURES) and wide.dtype == np.float32
+    assert wide.shape == (len(S), N_ECHEM + N_MODEL_FEATURES) and wide.dtype == np.float32
     np.testing.assert_array_equal(wide[:, :N_ECHEM], e)
-    raw = window_features(S, t, e, m, GRID)
+    raw = window_features(S, t, e, m, GRID)[:, [COL[n] for n in MODEL_FEATURES]]
     np.testing.assert_array_equal(mask[:, N_ECHEM:], np.isfinite(raw))
     assert (wide[:, N_ECHEM:][~np.isfinite(raw)] == 0).all()      # masked, never silently used
     np.testing.assert_allclose(wide[:, N_ECHEM:][np.isfinite(raw)],
                                np.arcsinh(raw / w.scale)[np.isfinite(raw)], rtol=1e-5)
     back = WindowInputs.from_card(json.loads(json.dumps(w.card())), GRID)
     np.testing.assert_array_equal(back.scale, w.scale)
-    with pytest.raises(ValueError, match="window features v0"):
-        WindowInputs.from_card({**w.card(), "version": 0}, GRID)
-    with pytest.raises(ValueError, match="31 positive"):
+    with pytest.raises(ValueError, match="window features v1"):   # the 31-column version
+        WindowInputs.from_card({**w.card(), "version": 1, "names": list(FEATURE_NAMES)}, GRID)
+    with pytest.raises(ValueError, match="20 positive"):
         WindowInputs(np.zeros(N_WINDOW_FEATURES), GRID)
 
 
 def test_a_dropped_potential_log_keeps_the_spectral_window_features(run_frames):
-    """Training's drop_echem augmentation masks what a missing potential log would leave
-    undefined at inference, and only that."""
+    """Training's drop_echem augmentation masks what a missing potential log leaves undefined
+    at inference (the echem features), and only that: the model's window features are all
+    read off the spectra."""
     from lisentry.training.data import RunTensors, augment_run
-    cols = potentiostat_columns(N_ECHEM + N_WINDOW_FEATURES)
-    assert cols[:N_ECHEM].all() and cols.sum() == N_ECHEM + len(POTENTIOSTAT_FEATURES)
+    cols = potentiostat_columns(N_ECHEM + N_MODEL_FEATURES)
+    assert cols[:N_ECHEM].all() and not cols[N_ECHEM:].any()
     assert potentiostat_columns(N_ECHEM).all()
     S, t, e, m = arrays(run_frames)
-    w = WindowInputs(np.ones(N_WINDOW_FEATURES), GRID)
+    w = WindowInputs(np.ones(N_MODEL_FEATURES), GRID)
     wide, mask = w.widen(S, t, e, m)
     n = len(S)
     rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
@@ -133,20 +136,22 @@ def test_a_dropped_potential_log_keeps_the_spectral_window_features(run_frames):
     out = augment_run(rt, np.random.default_rng(0), {"drop_echem": 1.0}, 0.5)
     assert (out.echem_mask[:, cols] == 0).all() and (out.echem[:, cols] == 0).all()
     np.testing.assert_array_equal(out.echem_mask[:, ~cols], mask[:, ~cols])
-    # and what the detector computes without a potential log agrees on which columns are gone
+    np.testing.assert_array_equal(out.echem[:, ~cols], wide[:, ~cols])
+    # and without a potential log the detector's window features are the same
     nan = np.full(n, np.nan)
     e0, m0 = echem_features(t, nan, nan, nan)
-    _, mask0 = w.widen(S, t, e0, m0)
-    np.testing.assert_array_equal(mask0[1:, cols], 0)   # (frame 0's rates are 0 by definition)
+    wide0, mask0 = w.widen(S, t, e0, m0)
+    np.testing.assert_array_equal(wide0[:, ~cols], wide[:, ~cols])
+    np.testing.assert_array_equal(mask0[:, cols], 0)
 
 
-def window_bundle(tmp_path, n_echem=N_ECHEM + N_WINDOW_FEATURES, card_window=True):
+def window_bundle(tmp_path, n_echem=N_ECHEM + N_MODEL_FEATURES, card_window=True):
     from lisentry.models.bundle import save_bundle
     from lisentry.models.net import LisentryNet
     torch.manual_seed(0)
     net = LisentryNet(n_ppm=len(GRID), n_echem=n_echem, hidden=8, channels=(4, 4),
                       pooled_bins=8).eval()
-    w = WindowInputs(np.linspace(0.01, 1.0, N_WINDOW_FEATURES), GRID)
+    w = WindowInputs(np.linspace(0.01, 1.0, N_MODEL_FEATURES), GRID)
     card = {"ppm_grid": {"min": -100.0, "max": 400.0, "step": 0.5},
             "processing": ProcessingConfig().to_dict(), "temperature": 0.05,
             "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 1, "horizon_s": 3600.0}}
@@ -161,8 +166,8 @@ def test_bundle_records_the_window_inputs_and_refuses_a_width_mismatch(tmp_path)
     d, w = window_bundle(tmp_path)
     b = load_bundle(d)
     np.testing.assert_array_equal(b.window_inputs.scale, w.scale)
-    assert json.loads((d / "card.json").read_text())["inputs"]["window_features"]["version"] == 1
-    with pytest.raises(ConfigError, match="39 echem input columns"):
+    assert json.loads((d / "card.json").read_text())["inputs"]["window_features"]["version"] == 2
+    with pytest.raises(ConfigError, match="28 echem input columns"):
         window_bundle(tmp_path, card_window=False)
     with pytest.raises(ConfigError, match="takes 8 echem input columns"):
         window_bundle(tmp_path, n_echem=N_ECHEM)
