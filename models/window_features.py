@@ -224,6 +224,7 @@ def spectral_descriptors(spectra: np.ndarray, ppm_grid: np.ndarray | None = None
             "ce_frac": ce_frac, "noise": np.nan_to_num(mad, nan=0.0),
             "total": integ(S, np.ones(len(g), bool))}
 
+
 _DESC_KEYS = ("cluster", "cluster_rel", "cluster_peak_ppm", "metal_extra", "metal_diff",
               "metal_peak_ppm", "ce_frac", "noise")
 _RATE_KEYS = ("cluster", "cluster_peak_ppm", "metal_extra", "metal_diff", "ce_frac")
@@ -360,7 +361,7 @@ class WindowFeatureState:
                                             ref_frames=self.ref_frames)
             d = {k: v[0] for k, v in spectral_descriptors(s[None], self.ppm_grid,
                                                            reference=self._ref).items()}
-        e = np.where(np.asarray(echem_mask) > 0, echem, np.nan).astype(float)
+        e = np.where(np.asarray(echem_mask)[:N_ECHEM] > 0, echem[:N_ECHEM], np.nan).astype(float)
         t = float(t_s)
         v = float(e[ECHEM_FEATURES.index("potential_V")])
         cur = abs(math.sinh(e[ECHEM_FEATURES.index("current_asinh")]))
@@ -376,13 +377,11 @@ class WindowFeatureState:
                     rates[lag] = (x - xp) / dt_h if dt_h > 0 else np.zeros_like(x)
             else:
                 rates[lag] = np.zeros_like(x)
-            if lag in (1, 3):
-                row += list(rates[lag][:len(_RATE_KEYS)])
+            row += list(rates[lag][:len(_RATE_KEYS)])
         row += [float(c) for c in _snr_columns(d["metal_extra"], d["cluster_rel"], d["noise"])]
         row += list(e)
-        vp = (self._pots[0] if len(self._pots) == 3 else
-              (self._pots[0] if self._pots else v))
-        row.append(v - vp)
+        # potential 3 frames back (frame 0 while fewer have passed)
+        row.append(v - (self._pots[0] if self._pots else v))
         if math.isfinite(v):
             self._vmin = min(self._vmin, v)
         row.append(self._vmin if math.isfinite(self._vmin) else math.nan)
