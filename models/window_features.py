@@ -244,7 +244,7 @@ POTENTIOSTAT_FEATURES: tuple[str, ...] = _ECHEM_KEYS + (
     "dV_3_frames_V", "potential_min_so_far_V", "abs_current_rate_3_per_h")
 #: The window features a model reads (:class:`WindowInputs`): the 20 read off the spectra. The
 #: potentiostat's are left to the model's own echem input: with them a model trained on
-#: simulated Li | Li cycling (whose potential swings both ways) read the one-way galvanostatic
+#: simulated liquid Li | Li cycling (whose potential swings both ways) read the one-way galvanostatic
 #: real run's always-positive potential minimum as "no plating" for 26 h (README, 2026-12-06,
 #: fourth part).
 MODEL_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in POTENTIOSTAT_FEATURES)
