@@ -27,7 +27,6 @@ delay, median short lead, false alarms per 100 h, fit time) on stdout; progress 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -208,8 +207,7 @@ def main(argv=None) -> int:
             _log(f"warning: {len(overlap)} evaluation runs were in the bundle's training split")
             entry["runs_seen_in_training"] = sorted(overlap)
         for sset, runs in eval_sets.items():
-            if bundle.window_inputs is not None:   # copies: the baselines keep their inputs
-                runs = widen_runs([dataclasses.replace(r) for r in runs], bundle.window_inputs)
+            runs = widen_runs(runs, bundle.window_inputs, copy=True)  # baselines keep theirs
             preds = predict_runs(bundle.model, runs, temperature=bundle.temperature,
                                  policy=mpolicy)
             res = evaluate_predictions(runs, preds, horizon)

@@ -9,7 +9,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -64,14 +63,11 @@ def main(argv=None) -> int:
     val, test = load_runs(ds, split["val"]), load_runs(ds, split["test"])
     start = AlarmPolicy(0.6, 0.4, 2)  # re-smoothed by the policy search
 
-    def inputs(runs, b):  # a bundle with window features gets them appended (copies)
-        if b.window_inputs is None:
-            return runs
-        return widen_runs([dataclasses.replace(r) for r in runs], b.window_inputs)
-    pv = [predict_runs(b.model, inputs(val, b), temperature=b.temperature, policy=start)
-          for b in bundles]
-    pt = [predict_runs(b.model, inputs(test, b), temperature=b.temperature, policy=start)
-          for b in bundles]
+    # a bundle with window features gets them appended to copies of the runs
+    pv = [predict_runs(b.model, widen_runs(val, b.window_inputs, copy=True),
+                       temperature=b.temperature, policy=start) for b in bundles]
+    pt = [predict_runs(b.model, widen_runs(test, b.window_inputs, copy=True),
+                       temperature=b.temperature, policy=start) for b in bundles]
     rows = [(str(p), scored(val, test, v, t, max_fa, horizon_s)) for p, v, t in zip(a.bundles, pv, pt)]
     rows.append(("ensemble (mean probability)", scored(val, test, average(pv), average(pt), max_fa, horizon_s)))
     for name, r in rows:

@@ -96,10 +96,8 @@ def head_inputs(model, spectra, echem, echem_mask=None) -> tuple[np.ndarray, np.
 def frames_inputs(frames, window=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(spectra, echem, echem_mask)`` of a list of processed frames, as the detector builds
     them; ``window`` (a bundle's ``window_inputs``) appends its window features."""
-    from lisentry.models.features import echem_features
-    spectra = np.stack([f.intensity for f in frames]).astype(np.float32)
-    e, m = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
-                          [f.current_A for f in frames], [f.charge_C for f in frames])
+    from lisentry.models.features import frame_arrays
+    spectra, e, m = frame_arrays(frames)
     if window is not None:
         e, m = window.widen(spectra, [f.t_s for f in frames], e, m)
     return spectra, e, m

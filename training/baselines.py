@@ -57,8 +57,7 @@ N_CLASSES = len(CLASSES)
 from lisentry.models.descriptors import (BASELINE_WINDOW, CE_WINDOW,  # noqa: E402,F401
                                          CLUSTER_WINDOW, METAL_WINDOW)
 # The hand-made window features live with the model inputs (a model may read them too).
-from lisentry.models.window_features import (DEFAULT_GRID, FEATURE_NAMES,  # noqa: E402,F401
-                                             _boxcar, _causal_reference, _grid, causal_rate,
+from lisentry.models.window_features import (FEATURE_NAMES, causal_rate,  # noqa: E402,F401
                                              spectral_descriptors, window_features)
 
 

@@ -1,6 +1,7 @@
 """Dataset runs as model tensors: spectra, causal echem features, labels, latent targets."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -77,8 +78,14 @@ def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None) -> list[
     return [run_tensors(ds.run(r), window=window) for r in run_ids]
 
 
-def widen_runs(runs: list[RunTensors], window: WindowInputs) -> list[RunTensors]:
-    """Runs loaded without window features, with them appended (same objects, new echem)."""
+def widen_runs(runs: list[RunTensors], window: WindowInputs | None, *,
+               copy: bool = False) -> list[RunTensors]:
+    """Runs loaded without window features, with them appended (the same objects, or copies
+    with ``copy`` so that the originals keep their inputs); ``window`` None: the runs as given."""
+    if window is None:
+        return runs
+    if copy:
+        runs = [dataclasses.replace(rt) for rt in runs]
     for rt in runs:
         if rt.echem.shape[1] == N_ECHEM:
             rt.echem, rt.echem_mask = window.widen(rt.spectra, rt.t_s, rt.echem, rt.echem_mask)

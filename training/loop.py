@@ -114,9 +114,8 @@ def _prepare(cfg: TrainConfig):
     train_runs = load_runs(ds, split["train"])
     val_runs = load_runs(ds, split["val"])
     window = window_inputs(cfg, ds, train_runs)
-    if window is not None:
-        widen_runs(train_runs, window)
-        widen_runs(val_runs, window)
+    widen_runs(train_runs, window)
+    widen_runs(val_runs, window)
     noise_window = noise_window_mask(ds.ppm_grid)
     if cfg["train"].get("augment", {}).get("noise_prob", 0.0) and noise_window is None:
         from lisentry.datasets.errors import ConfigError
