@@ -41,6 +41,9 @@ PAPER = {
     "li_liquid_li_cycling": "(negative control for shorts; generic Li | ether | Li behaviour, not a "
                             "paper run) microstructure 260-272 ppm accumulating over days of "
                             "cycling, tens of mV polarization, no short",
+    "li_plating_liquid_li": "(modelled on the measured Li | TEGDME | Li run of shared/real) two days "
+                            "of one-way polarization at 1 mA with pauses, positive potential "
+                            "~0.1 V throughout, microstructure accumulating, no short",
 }
 
 #: Known deviations from the papers and limits of the checks (tests/unit/datasets/test_sim_timelines_spectra.py).

@@ -47,7 +47,7 @@ from torch import nn
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION
 from lisentry.models.registry import build_model, model_name
-from lisentry.models.window_features import N_MODEL_FEATURES, WindowInputs
+from lisentry.models.window_features import WindowInputs
 
 FORMAT = "lisentry-bundle"
 FORMAT_VERSION = 1
@@ -276,7 +276,7 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
             wf = WindowInputs.from_card(wf, np.zeros(1)).card()
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"window_features card value: {exc}") from None
-    _check_echem_width(config, wf is not None, lambda msg: ConfigError(msg))
+    _check_echem_width(config, len(wf["names"]) if wf is not None else 0, lambda msg: ConfigError(msg))
     temperature = float(extra.pop("temperature", 1.0))
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"The 'temperature' card value must be > 0. Got {temperature}.")
@@ -463,7 +463,8 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     if isinstance(n_model, int) and n_model != card["ppm_grid"]["n"]:
         raise BundleError(card_path, f"'ppm_grid' has {card['ppm_grid']['n']} points; the model "
                                      f"takes {n_model}")
-    _check_echem_width(kw, window is not None, lambda msg: BundleError(card_path, msg))
+    _check_echem_width(kw, window.n_features if window is not None else 0,
+                       lambda msg: BundleError(card_path, msg))
     # an ensemble's members are checked one by one
     for mkw in kw["members"] if isinstance(kw.get("members"), list) else [kw]:
         ppm_min, ppm_step = mkw.get("ppm_min", -100.0), mkw.get("ppm_step", 0.5)
@@ -493,10 +494,11 @@ def _grid_points(grid: tuple[float, float, float]) -> np.ndarray:
     return lo + step * np.arange(int(round((hi - lo) / step)) + 1)
 
 
-def _check_echem_width(kwargs: Mapping, window: bool, error) -> None:
-    """The model's echem input width matches the card: the echem features, plus the window
-    features when the card has them (each ensemble member alike)."""
-    want = len(ECHEM_FEATURES) + (N_MODEL_FEATURES if window else 0)
+def _check_echem_width(kwargs: Mapping, n_window: int, error) -> None:
+    """The model's echem input width matches the card: the echem features, plus the
+    ``n_window`` window features the card has (each ensemble member alike)."""
+    window = n_window > 0
+    want = len(ECHEM_FEATURES) + n_window
     for mkw in kwargs["members"] if isinstance(kwargs.get("members"), list) else [kwargs]:
         n = mkw.get("n_echem", want)
         if n != want:

@@ -9,7 +9,7 @@ float32 unless said):
 ``echem`` (1, n_echem), ``echem_mask`` (1, n_echem)
     the causal electrochemistry features (``lisentry.models.features.ECHEM_FEATURES``, NaN
     when missing) and their validity (1/0); for a model trained with window features (card and
-    metadata ``inputs.window_features``: names, scales) followed by those 31 features, scaled,
+    metadata ``inputs.window_features``: names, scales) followed by those features (20 or 31), scaled,
     as :class:`lisentry.models.window_features.WindowInputs` computes them frame by frame;
 ``h``, ``ref``, ``ref_mask``, ``n_seen`` (int64)
     the state: zeros before the first frame (shapes in the file), then the ``*_out``

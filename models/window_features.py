@@ -34,7 +34,8 @@ from lisentry.models.descriptors import BASELINE_WINDOW, CE_WINDOW, CLUSTER_WIND
 from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
 
 __all__ = ["spectral_descriptors", "reference_lines", "causal_rate", "window_features", "WindowFeatureState",
-           "WindowInputs", "FEATURE_NAMES", "MODEL_FEATURES", "WINDOW_FEATURES_VERSION", "DEFAULT_GRID"]
+           "WindowInputs", "FEATURE_NAMES", "MODEL_FEATURES", "FEATURE_SETS", "WINDOW_FEATURES_VERSION",
+           "DEFAULT_GRID"]
 
 DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
 #: Bumped whenever a feature's definition changes (stored in model cards).
@@ -249,19 +250,27 @@ POTENTIOSTAT_FEATURES: tuple[str, ...] = _ECHEM_KEYS + (
 #: fourth part).
 MODEL_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in POTENTIOSTAT_FEATURES)
 N_MODEL_FEATURES = len(MODEL_FEATURES)
-_MODEL_IDX = np.array([FEATURE_NAMES.index(n) for n in MODEL_FEATURES])
+
+
+#: The window-feature sets a model may read (config ``inputs.window_feature_set``): the 20 read
+#: off the spectra, or all 31 (with the potentiostat's 11; on simulated data only, that set
+#: misread the measured one-way run before a one-way family was simulated).
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"spectral": MODEL_FEATURES, "all": FEATURE_NAMES}
 
 
 def potentiostat_columns(n_columns: int) -> np.ndarray:
     """Which columns of a model's echem input come from the potentiostat.
 
-    With ``N_ECHEM + 20`` columns (window features appended) the first ``N_ECHEM``, the echem
-    features; any other width is an echem input without window features, all of whose columns
-    do.
+    With ``N_ECHEM + 20`` columns (the spectral window features appended) the first ``N_ECHEM``;
+    with ``N_ECHEM + 31`` (all window features) those and the appended potentiostat features;
+    any other width is an echem input without window features, all of whose columns do.
     """
-    if n_columns != N_ECHEM + N_MODEL_FEATURES:
-        return np.ones(n_columns, bool)
-    return np.arange(n_columns) < N_ECHEM
+    if n_columns == N_ECHEM + N_MODEL_FEATURES:
+        return np.arange(n_columns) < N_ECHEM
+    if n_columns == N_ECHEM + N_WINDOW_FEATURES:
+        appended = np.array([n in POTENTIOSTAT_FEATURES for n in FEATURE_NAMES])
+        return np.concatenate([np.ones(N_ECHEM, bool), appended])
+    return np.ones(n_columns, bool)
 
 
 def _snr_columns(metal_extra, cluster_rel, noise):
@@ -435,49 +444,73 @@ class WindowFeatureState:
 class WindowInputs:
     """The window features as extra model inputs: scaled, masked, appended to the echem input.
 
-    A model reads the :data:`MODEL_FEATURES` (the 20 computed from the spectra). Each enters as
+    A model reads one of the :data:`FEATURE_SETS`: by default the :data:`MODEL_FEATURES` (the 20
+    computed from the spectra), or all 31. Each enters as
     ``asinh(x / scale)``, ``scale`` its median absolute value over the training runs (so every
     column is O(1) whatever its unit); a NaN feature enters as 0 with mask 0, like masked echem.
 
     Parameters
     ----------
     scale : np.ndarray
-        ``(20,)`` positive scales, one per :data:`MODEL_FEATURES` column.
+        ``(n,)`` positive scales, one per column of ``names``.
     ppm_grid : np.ndarray
         The model's ppm axis.
     ref_frames : int
         Frames that define the run's initial lines.
+    names : tuple of str
+        The features read, one of :data:`FEATURE_SETS` (default the 20 spectral ones).
     """
 
     scale: np.ndarray
     ppm_grid: np.ndarray
     ref_frames: int = 3
+    names: tuple[str, ...] = MODEL_FEATURES
 
     def __post_init__(self):
+        names = tuple(self.names)
+        if names not in FEATURE_SETS.values():
+            raise ValueError(f"window features {list(names)[:3]}... are not one of the sets "
+                             f"{sorted(FEATURE_SETS)}")
         s = np.asarray(self.scale, dtype=float)
-        if s.shape != (N_MODEL_FEATURES,) or not np.all(np.isfinite(s) & (s > 0)):
-            raise ValueError(f"window feature scale must be {N_MODEL_FEATURES} positive "
+        if s.shape != (len(names),) or not np.all(np.isfinite(s) & (s > 0)):
+            raise ValueError(f"window feature scale must be {len(names)} positive "
                              f"numbers. Got shape {s.shape}.")
+        object.__setattr__(self, "names", names)
         object.__setattr__(self, "scale", s)
         object.__setattr__(self, "ppm_grid", np.asarray(self.ppm_grid, dtype=float))
 
     @property
     def n_features(self) -> int:
-        return N_MODEL_FEATURES
+        return len(self.names)
+
+    @property
+    def feature_set(self) -> str:
+        """The name of :data:`FEATURE_SETS` this reads (``"spectral"`` or ``"all"``)."""
+        return next(k for k, v in FEATURE_SETS.items() if v == self.names)
+
+    @property
+    def _idx(self) -> np.ndarray:
+        return np.array([FEATURE_NAMES.index(n) for n in self.names])
 
     @classmethod
-    def fit(cls, runs: Sequence[tuple], ppm_grid: np.ndarray, ref_frames: int = 3) -> "WindowInputs":
+    def fit(cls, runs: Sequence[tuple], ppm_grid: np.ndarray, ref_frames: int = 3,
+            feature_set: str = "spectral") -> "WindowInputs":
         """Scales from training runs, each given as ``(spectra, t_s, echem, echem_mask)``."""
-        vals = [window_features(*r, ppm_grid, ref_frames=ref_frames)[:, _MODEL_IDX] for r in runs]
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"window feature set must be one of {sorted(FEATURE_SETS)}. "
+                             f"Got {feature_set!r}.")
+        names = FEATURE_SETS[feature_set]
+        idx = np.array([FEATURE_NAMES.index(n) for n in names])
+        vals = [window_features(*r, ppm_grid, ref_frames=ref_frames)[:, idx] for r in runs]
         v = np.abs(np.concatenate(vals))
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             s = np.nanmedian(np.where(v > 0, v, np.nan), axis=0)
-        return cls(np.where(np.isfinite(s) & (s > 0), s, 1.0), ppm_grid, ref_frames)
+        return cls(np.where(np.isfinite(s) & (s > 0), s, 1.0), ppm_grid, ref_frames, names)
 
     def transform(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, mask)`` float32 ``(..., 20)`` of raw :func:`window_features` ``(..., 31)``."""
-        raw = np.asarray(raw, dtype=float)[..., _MODEL_IDX]
+        """``(values, mask)`` float32 ``(..., n)`` of raw :func:`window_features` ``(..., 31)``."""
+        raw = np.asarray(raw, dtype=float)[..., self._idx]
         ok = np.isfinite(raw)
         z = np.where(ok, np.arcsinh(np.where(ok, raw, 0.0) / self.scale), 0.0)
         return z.astype(np.float32), ok.astype(np.float32)
@@ -506,13 +539,16 @@ class WindowInputs:
 
     def card(self) -> dict:
         """JSON-safe record for the model card."""
-        return {"names": list(MODEL_FEATURES), "version": WINDOW_FEATURES_VERSION,
+        return {"names": list(self.names), "version": WINDOW_FEATURES_VERSION,
                 "ref_frames": self.ref_frames, "scale": [float(x) for x in self.scale]}
 
     @classmethod
     def from_card(cls, d: Mapping, ppm_grid: np.ndarray) -> "WindowInputs":
         """Inverse of :meth:`card`; ``ValueError`` when names or version differ."""
-        if list(d.get("names", [])) != list(MODEL_FEATURES) or d.get("version") != WINDOW_FEATURES_VERSION:
-            raise ValueError(f"window features v{d.get('version')} differ from this version's "
-                             f"v{WINDOW_FEATURES_VERSION}")
-        return cls(np.asarray(d["scale"], dtype=float), ppm_grid, int(d.get("ref_frames", 3)))
+        names = tuple(d.get("names", []))
+        if names not in FEATURE_SETS.values() or d.get("version") != WINDOW_FEATURES_VERSION:
+            raise ValueError(f"window features v{d.get('version')} ({len(names)} names) differ from "
+                             f"this version's v{WINDOW_FEATURES_VERSION} sets "
+                             f"({', '.join(f'{k}: {len(v)}' for k, v in FEATURE_SETS.items())})")
+        return cls(np.asarray(d["scale"], dtype=float), ppm_grid, int(d.get("ref_frames", 3)),
+                   names)

@@ -38,6 +38,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
     # settings added later, at the values that reproduce configs from before they existed,
     # leave the key (and so the reuse of members trained then) unchanged
+    if d.get("inputs", {}).get("window_feature_set") == "spectral":
+        d["inputs"].pop("window_feature_set")
     if d.get("inputs") == {"window_features": False}:
         d.pop("inputs")
     if d["train"].get("min_epochs", 0) == 0:

@@ -26,7 +26,7 @@ from lisentry.models.calibration import (energy_score, expected_calibration_erro
                                          ood_threshold, softmax_t)
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
 from lisentry.models.registry import MODELS
-from lisentry.models.window_features import N_MODEL_FEATURES, WindowInputs
+from lisentry.models.window_features import FEATURE_SETS, WindowInputs
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
                                      noise_window_mask, widen_runs)
@@ -64,7 +64,9 @@ def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else
                                                        f"; known: {sorted(MODELS)}"))
-    n_echem = N_ECHEM + (N_MODEL_FEATURES if cfg["inputs"]["window_features"] else 0)
+    inputs = cfg["inputs"]
+    n_window = len(FEATURE_SETS[inputs["window_feature_set"]]) if inputs["window_features"] else 0
+    n_echem = N_ECHEM + n_window
     return MODELS[name](n_ppm=n_ppm, n_echem=n_echem, classes=CLASSES, **mc)
 
 
@@ -132,15 +134,18 @@ def window_inputs(cfg: TrainConfig, ds, train_runs) -> WindowInputs | None:
     want = bool(cfg["inputs"]["window_features"])
     if cfg["init_from"]:
         have = load_bundle(cfg["init_from"], expect_grid=ds.ppm_grid).window_inputs
-        if (have is not None) != want:
+        wanted_set = cfg["inputs"]["window_feature_set"]
+        if (have is not None) != want or (want and have.feature_set != wanted_set):
             from lisentry.datasets.errors import ConfigError
+            had = f"true ({have.feature_set})" if have is not None else "false"
+            asked = f"true ({wanted_set})" if want else "false"
             raise ConfigError(f"init_from {cfg['init_from']} was trained with inputs.window_features "
-                              f"{have is not None}; this config sets {want}")
+                              f"{had}; this config sets {asked}")
         return have
     if not want:
         return None
     return WindowInputs.fit([(r.spectra, r.t_s, r.echem, r.echem_mask) for r in train_runs[::4]],
-                            ds.ppm_grid)
+                            ds.ppm_grid, feature_set=cfg["inputs"]["window_feature_set"])
 
 
 def _new_model(cfg: TrainConfig, ds):

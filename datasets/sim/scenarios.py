@@ -67,6 +67,7 @@ FAMILY_FILES: dict[str, str] = {
     "hc_normal_cycling": "hc_normal_cycling.yaml",
     "graphite_normal_cycling": "graphite_normal_cycling.yaml",
     "li_liquid_li_cycling": "li_liquid_li_cycling.yaml",
+    "li_plating_liquid_li": "li_plating_liquid_li.yaml",
 }
 
 _NMR_DEFAULTS = {"electrolyte_shift_ppm": 4.0, "host_kind": "hard_carbon",

@@ -119,6 +119,31 @@ def test_inputs_scale_mask_and_card(run_frames):
         WindowInputs(np.zeros(N_WINDOW_FEATURES), GRID)
 
 
+def test_the_all_31_set_reads_the_potentiostat_summaries_too(run_frames):
+    """``feature_set="all"``: 31 columns, card round trip, and drop_echem's column mask covers
+    the appended potentiostat summaries but not the spectral features."""
+    S, t, e, m = arrays(run_frames)
+    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set="all")
+    assert w.n_features == N_WINDOW_FEATURES and w.feature_set == "all"
+    wide, mask = w.widen(S, t, e, m)
+    assert wide.shape == (len(S), N_ECHEM + N_WINDOW_FEATURES)
+    raw = window_features(S, t, e, m, GRID)
+    np.testing.assert_array_equal(mask[:, N_ECHEM:], np.isfinite(raw))
+    assert not mask[:3, N_ECHEM + COL["potential_min_so_far_V"]].any()   # no log yet
+    assert mask[5:, N_ECHEM + COL["potential_min_so_far_V"]].all()
+    back = WindowInputs.from_card(json.loads(json.dumps(w.card())), GRID)
+    assert back.names == FEATURE_NAMES and back.feature_set == "all"
+    np.testing.assert_array_equal(back.widen(S, t, e, m)[0], wide)
+    cols = potentiostat_columns(N_ECHEM + N_WINDOW_FEATURES)
+    appended = cols[N_ECHEM:]
+    assert cols[:N_ECHEM].all() and appended.sum() == len(POTENTIOSTAT_FEATURES)
+    assert {FEATURE_NAMES[j] for j in np.flatnonzero(appended)} == set(POTENTIOSTAT_FEATURES)
+    with pytest.raises(ValueError, match="one of"):
+        WindowInputs.fit([(S, t, e, m)], GRID, feature_set="potentiostat")
+    with pytest.raises(ValueError, match="not one of the sets"):
+        WindowInputs(np.ones(3), GRID, names=FEATURE_NAMES[:3])
+
+
 def test_a_dropped_potential_log_keeps_the_spectral_window_features(run_frames):
     """Training's drop_echem augmentation masks what a missing potential log leaves undefined
     at inference (the echem features), and only that: the model's window features are all

@@ -136,3 +136,13 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     for change in ("inputs.window_features=true", "train.min_epochs=45"):
         assert member_key(load_train_config(cfg_path, [change]),
                           0, "h", 1) != key
+    # window_feature_set came later still: at "spectral" a window member keeps its key
+    spectral = load_train_config(cfg_path, ["inputs.window_features=true"])
+    before_sets = spectral.to_dict()
+    before_sets["inputs"].pop("window_feature_set")
+    assert member_key(TrainConfig(before_sets), 0, "h", 1) == member_key(spectral, 0, "h", 1)
+    assert member_key(load_train_config(cfg_path, ["inputs.window_features=true",
+                                                   "inputs.window_feature_set=all"]),
+                      0, "h", 1) != member_key(spectral, 0, "h", 1)
+    with pytest.raises(ConfigError, match="window_feature_set"):
+        load_train_config(cfg_path, ["inputs.window_feature_set=potentiostat"])
