@@ -35,6 +35,7 @@ from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
 
 __all__ = ["spectral_descriptors", "reference_lines", "causal_rate", "window_features", "WindowFeatureState",
            "WindowInputs", "FEATURE_NAMES", "MODEL_FEATURES", "FEATURE_SETS", "WINDOW_FEATURES_VERSION",
+           "CURRENT_FEATURES", "current_columns",
            "DEFAULT_GRID"]
 
 DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
@@ -271,6 +272,25 @@ def potentiostat_columns(n_columns: int) -> np.ndarray:
         appended = np.array([n in POTENTIOSTAT_FEATURES for n in FEATURE_NAMES])
         return np.concatenate([np.ones(N_ECHEM, bool), appended])
     return np.ones(n_columns, bool)
+
+
+#: Echem features undefined without a current column (EC-Lab exports of time and Ewe only, as
+#: the measured run's): the potential's own features stay.
+CURRENT_FEATURES: tuple[str, ...] = ("current_asinh", "charge_asinh", "log1p_h_since_step",
+                                     "dlnI_dt_asinh", "dlnI_dt_3_asinh")
+
+
+def current_columns(n_columns: int) -> np.ndarray:
+    """Which columns of a model's echem input need the current (and charge): the echem block's
+    :data:`CURRENT_FEATURES` and, with all 31 window features appended, their copies and
+    ``abs_current_rate_3_per_h``. Masking these reproduces a potential-only log (but for that
+    rate's first frame, which is 0 rather than undefined: no rate yet)."""
+    need = [n in CURRENT_FEATURES for n in ECHEM_FEATURES]
+    if n_columns == N_ECHEM + N_WINDOW_FEATURES:
+        need += [n in CURRENT_FEATURES or n == "abs_current_rate_3_per_h" for n in FEATURE_NAMES]
+    else:
+        need += [False] * (n_columns - N_ECHEM)
+    return np.array(need[:n_columns], bool)
 
 
 def _snr_columns(metal_extra, cluster_rel, noise):

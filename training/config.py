@@ -28,7 +28,9 @@ Augmentation (``train.augment``): ``intensity_jitter`` (log-normal sigma of a ru
 intensity factor), ``shift_ppm`` (uniform reference shift), ``drop_echem`` (probability of
 dropping a run's echem features), ``drop_echem_prefix`` / ``drop_echem_prefix_max_frames``
 (probability of masking only the first 1..max frames of a run's echem, as when the potential
-log starts after the first spectra: the real Li | Li run's starts at its sixth frame), ``mix_prob`` / ``mix_scale`` (probability of mixing another
+log starts after the first spectra: the real Li | Li run's starts at its sixth frame),
+``drop_current`` (probability of a run whose log has a potential but no current, as EC-Lab's
+time/Ewe exports and the real run's: the five current-derived features masked), ``mix_prob`` / ``mix_scale`` (probability of mixing another
 family's normal frames into a run's spectra, and the donor's relative scale; see
 :func:`lisentry.training.data.augment_run`; 0.5 did not help left-out families, so 0),
 ``noise_prob`` / ``noise_max_factor`` (probability of adding white noise to a run's spectra so
@@ -100,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
               "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
                           "drop_echem_prefix": 0.0, "drop_echem_prefix_max_frames": 12,
-                          "mix_prob": 0.0, "mix_scale": [0.3, 1.0],
+                          "drop_current": 0.0, "mix_prob": 0.0, "mix_scale": [0.3, 1.0],
                           "noise_prob": 0.0, "noise_max_factor": 10.0}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
     # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
@@ -292,6 +294,7 @@ SCHEMA: dict[str, Param] = {
     "train.augment.shift_ppm": _float(0),
     "train.augment.drop_echem": _FRAC,
     "train.augment.drop_echem_prefix": _FRAC,
+    "train.augment.drop_current": _FRAC,
     "train.augment.drop_echem_prefix_max_frames": _int(1),
     "train.augment.mix_prob": _FRAC,
     "train.augment.mix_scale": Param("pair", 0),

@@ -12,7 +12,7 @@ import torch
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset, RunView
 from lisentry.models.features import N_ECHEM, echem_features
-from lisentry.models.window_features import WindowInputs, potentiostat_columns
+from lisentry.models.window_features import WindowInputs, current_columns, potentiostat_columns
 from lisentry.models.net import AUX_DEFAULT
 
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
@@ -119,6 +119,7 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
                 noise_window: np.ndarray | None = None) -> RunTensors:
     """Run-level augmentation: intensity scale, small reference shift, dropped potential log
     (whole, or ``drop_echem_prefix``: only its first 1..``drop_echem_prefix_max_frames`` frames),
+    (``drop_current``) a log without current: the current's features masked, the potential's kept,
     (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
     that multiplies the run's spectral noise by a log-uniform factor in
@@ -175,6 +176,13 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
         k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))
         echem, mask = echem.copy(), mask.copy()
         echem[:k, from_echem], mask[:k, from_echem] = 0, 0
+    current_p = float(cfg.get("drop_current", 0.0))
+    if current_p and rng.random() < current_p:     # no draw when off: older configs replay
+        # A potential-only log (EC-Lab export of time and Ewe, as the measured Li | Li run's):
+        # the current's features are undefined, the potential's stay.
+        need = current_columns(echem.shape[1])
+        echem, mask = echem.copy(), mask.copy()
+        echem[:, need], mask[:, need] = 0, 0
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
 

@@ -44,6 +44,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
         d.pop("inputs")
     if d["train"].get("min_epochs", 0) == 0:
         d["train"].pop("min_epochs", None)
+    if d["train"].get("augment", {}).get("drop_current", 0.0) == 0.0:
+        d["train"].get("augment", {}).pop("drop_current", None)
     d["seed"] = int(seed)
     d["training_data_hash"] = data_hash
     d["threads"] = int(threads)

@@ -144,6 +144,37 @@ def test_the_all_31_set_reads_the_potentiostat_summaries_too(run_frames):
         WindowInputs(np.ones(3), GRID, names=FEATURE_NAMES[:3])
 
 
+@pytest.mark.parametrize("feature_set", [None, "spectral", "all"])
+def test_drop_current_reproduces_a_potential_only_log(run_frames, feature_set):
+    """``augment.drop_current`` masks exactly what an EC-Lab export of time and Ewe only (the
+    measured run's) leaves undefined at inference, with or without window features."""
+    from lisentry.training.data import RunTensors, augment_run
+    S, t, e, m = arrays(run_frames)
+    pot = [f.potential_V for f in run_frames]
+    nan = [math.nan] * len(run_frames)
+    e_only, m_only = echem_features(t, pot, nan, nan)
+    if feature_set is None:
+        wide, mask, wide0, mask0 = e, m, e_only, m_only
+    else:
+        w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set=feature_set)
+        (wide, mask), (wide0, mask0) = w.widen(S, t, e, m), w.widen(S, t, e_only, m_only)
+    n = len(S)
+    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
+                    np.zeros((n, 4), np.float32), None, None)
+    out = augment_run(rt, np.random.default_rng(0), {"drop_current": 1.0}, 0.5)
+    if feature_set == "all":
+        # one exception: a causal rate is 0 (defined) at the first frame even without the
+        # current; the augmentation masks it there too
+        j = N_ECHEM + COL["abs_current_rate_3_per_h"]
+        assert mask0[0, j] == 1 and wide0[0, j] == 0 and not mask0[1:, j].any()
+        mask0 = mask0.copy()
+        mask0[0, j] = 0
+    np.testing.assert_array_equal(out.echem_mask, mask0)
+    np.testing.assert_allclose(out.echem * mask0, wide0 * mask0, rtol=1e-6)
+    assert (out.echem[mask0 == 0] == 0).all()
+    assert mask0[:, 0].sum() > 0 and mask0[:, 1].sum() == 0      # potential kept, current gone
+
+
 def test_a_dropped_potential_log_keeps_the_spectral_window_features(run_frames):
     """Training's drop_echem augmentation masks what a missing potential log leaves undefined
     at inference (the echem features), and only that: the model's window features are all

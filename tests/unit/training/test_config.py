@@ -130,10 +130,12 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     older = base.to_dict()
     older.pop("inputs")
     older["train"].pop("min_epochs")
+    older["train"]["augment"].pop("drop_current")
     from lisentry.training.config import TrainConfig
     key = member_key(base, 0, "h", 1)
     assert member_key(TrainConfig(older), 0, "h", 1) == key
-    for change in ("inputs.window_features=true", "train.min_epochs=45"):
+    for change in ("inputs.window_features=true", "train.min_epochs=45",
+                   "train.augment.drop_current=0.3"):
         assert member_key(load_train_config(cfg_path, [change]),
                           0, "h", 1) != key
     # window_feature_set came later still: at "spectral" a window member keeps its key
