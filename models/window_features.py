@@ -259,6 +259,12 @@ N_MODEL_FEATURES = len(MODEL_FEATURES)
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"spectral": MODEL_FEATURES, "all": FEATURE_NAMES}
 
 
+def _appended_features(n_columns: int) -> tuple[str, ...]:
+    """The window features appended to an echem input of ``n_columns`` columns: a set of
+    :data:`FEATURE_SETS` when the width is ``N_ECHEM`` plus that set's size, else none."""
+    return next((names for names in FEATURE_SETS.values() if n_columns == N_ECHEM + len(names)), ())
+
+
 def potentiostat_columns(n_columns: int) -> np.ndarray:
     """Which columns of a model's echem input come from the potentiostat.
 
@@ -266,12 +272,10 @@ def potentiostat_columns(n_columns: int) -> np.ndarray:
     with ``N_ECHEM + 31`` (all window features) those and the appended potentiostat features;
     any other width is an echem input without window features, all of whose columns do.
     """
-    if n_columns == N_ECHEM + N_MODEL_FEATURES:
-        return np.arange(n_columns) < N_ECHEM
-    if n_columns == N_ECHEM + N_WINDOW_FEATURES:
-        appended = np.array([n in POTENTIOSTAT_FEATURES for n in FEATURE_NAMES])
-        return np.concatenate([np.ones(N_ECHEM, bool), appended])
-    return np.ones(n_columns, bool)
+    appended = _appended_features(n_columns)
+    if not appended:
+        return np.ones(n_columns, bool)
+    return np.array([True] * N_ECHEM + [n in POTENTIOSTAT_FEATURES for n in appended])
 
 
 #: Echem features undefined without a current column (EC-Lab exports of time and Ewe only, as
@@ -285,12 +289,15 @@ def current_columns(n_columns: int) -> np.ndarray:
     :data:`CURRENT_FEATURES` and, with all 31 window features appended, their copies and
     ``abs_current_rate_3_per_h``. Masking these reproduces a potential-only log (but for that
     rate's first frame, which is 0 rather than undefined: no rate yet)."""
+    appended = _appended_features(n_columns) or ("",) * (n_columns - N_ECHEM)
     need = [n in CURRENT_FEATURES for n in ECHEM_FEATURES]
-    if n_columns == N_ECHEM + N_WINDOW_FEATURES:
-        need += [n in CURRENT_FEATURES or n == "abs_current_rate_3_per_h" for n in FEATURE_NAMES]
-    else:
-        need += [False] * (n_columns - N_ECHEM)
+    need += [n in CURRENT_FEATURES or n == "abs_current_rate_3_per_h" for n in appended]
     return np.array(need[:n_columns], bool)
+
+
+def _feature_index(names: Sequence[str]) -> np.ndarray:
+    """Column indices of ``names`` in :func:`window_features`' output."""
+    return np.array([FEATURE_NAMES.index(n) for n in names])
 
 
 def _snr_columns(metal_extra, cluster_rel, noise):
@@ -496,6 +503,7 @@ class WindowInputs:
             raise ValueError(f"window feature scale must be {len(names)} positive "
                              f"numbers. Got shape {s.shape}.")
         object.__setattr__(self, "names", names)
+        object.__setattr__(self, "_index", _feature_index(names))  # once: transform runs per frame
         object.__setattr__(self, "scale", s)
         object.__setattr__(self, "ppm_grid", np.asarray(self.ppm_grid, dtype=float))
 
@@ -508,10 +516,6 @@ class WindowInputs:
         """The name of :data:`FEATURE_SETS` this reads (``"spectral"`` or ``"all"``)."""
         return next(k for k, v in FEATURE_SETS.items() if v == self.names)
 
-    @property
-    def _idx(self) -> np.ndarray:
-        return np.array([FEATURE_NAMES.index(n) for n in self.names])
-
     @classmethod
     def fit(cls, runs: Sequence[tuple], ppm_grid: np.ndarray, ref_frames: int = 3,
             feature_set: str = "spectral") -> "WindowInputs":
@@ -520,7 +524,7 @@ class WindowInputs:
             raise ValueError(f"window feature set must be one of {sorted(FEATURE_SETS)}. "
                              f"Got {feature_set!r}.")
         names = FEATURE_SETS[feature_set]
-        idx = np.array([FEATURE_NAMES.index(n) for n in names])
+        idx = _feature_index(names)
         vals = [window_features(*r, ppm_grid, ref_frames=ref_frames)[:, idx] for r in runs]
         v = np.abs(np.concatenate(vals))
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -530,7 +534,7 @@ class WindowInputs:
 
     def transform(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(values, mask)`` float32 ``(..., n)`` of raw :func:`window_features` ``(..., 31)``."""
-        raw = np.asarray(raw, dtype=float)[..., self._idx]
+        raw = np.asarray(raw, dtype=float)[..., self._index]
         ok = np.isfinite(raw)
         z = np.where(ok, np.arcsinh(np.where(ok, raw, 0.0) / self.scale), 0.0)
         return z.astype(np.float32), ok.astype(np.float32)
