@@ -147,6 +147,15 @@ class CellParams:
     open_pore_asr_ohm_cm2: float = 30.0
     metal_asr_ohm_cm2: float = 20.0
     polarization_creep_per_mAh_cm2: float = 0.0
+    # Li | Li overpotential (Li-metal working electrodes): the flat, SEI-covered electrodes start
+    # with a charge-transfer/nucleation resistance that falls as high-surface-area microstructure
+    # grows (more area per Li), while pits and dead Li at the stripped electrode add a resistance
+    # that saturates along the areal charge: the peak -> dip -> rise of a Li | Li trace (Wood et
+    # al., ACS Cent. Sci. 2016). 0 leaves the potential as before.
+    metal_ct_asr_ohm_cm2: float = 0.0
+    microstructure_area_gain_per_mAh_cm2: float = 0.0
+    pitting_asr_ohm_cm2: float = 0.0
+    pitting_charge_mAh_cm2: float = 5.0
     # thresholds (V)
     cluster_onset_V: float = 0.018
     closed_pore_floor_V: float = 0.0
@@ -236,7 +245,8 @@ class CellParams:
             raise ConfigError(f"The 'precursor_kind' parameter of CellParams must be 'none', 'leak' "
                               f"or 'polarization'. Got {self.precursor_kind!r}.")
         for name in ("mass_mg", "area_cm2", "stack_pressure_MPa", "asr_ohm_cm2", "larmor_MHz",
-                     "host_asr_ohm_cm2", "ce_visible_area_cm2", "electrolyte_visible_mAh"):
+                     "host_asr_ohm_cm2", "ce_visible_area_cm2", "electrolyte_visible_mAh",
+                     "pitting_charge_mAh_cm2"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(f"The {name!r} parameter of CellParams must be > 0. Got {v!r}.")
@@ -513,6 +523,10 @@ def simulate(protocol: Protocol | Sequence[str] | dict, params: CellParams | Non
     soft_start = p.soft_short_start
     has_pre = p.precursor_kind != "none" and soft_start < 1.0
     creep = p.polarization_creep_per_mAh_cm2
+    R_ct0 = p.metal_ct_asr_ohm_cm2 / area * 1e-3 if li_metal else 0.0
+    ms_gain = p.microstructure_area_gain_per_mAh_cm2
+    R_pit = p.pitting_asr_ohm_cm2 / area * 1e-3 if li_metal else 0.0
+    q_pit = p.pitting_charge_mAh_cm2
     Q_sei_max = p.sei_capacity_mAh_per_g * mass_g
     U_sei = p.sei_onset_V
     G_sei = 1000.0 * area / p.sei_asr_ohm_cm2
@@ -559,6 +573,10 @@ def simulate(protocol: Protocol | Sequence[str] | dict, params: CellParams | Non
         while True:
             # ---- coefficients from the state
             R = R_base * (1.0 + creep * q_areal) + R_ce if creep else R_base + R_ce
+            if R_ct0:   # microstructure area per cm2 of electrode ~ its areal amount (mAh/cm2)
+                R += R_ct0 / (1.0 + ms_gain * qm / area)
+            if R_pit:
+                R += R_pit * (1.0 - math.exp(-q_areal / q_pit))
             Rs_inv = 0.0
             if connected:
                 if p.short_kind == "hard":

@@ -60,3 +60,38 @@ def test_potential_range_matches_the_measured_run(real_run_dir):
         lo = med if lo is None else min(lo, med)
         hi = med if hi is None else max(hi, med)
     assert measured > 0 and lo < measured < hi, (lo, measured, hi)
+
+
+def test_overpotential_peaks_dips_and_rises_like_the_measured_run(real_run_dir):
+    """A Li | Li trace: the nucleation peak fades within ~2 h as microstructure adds surface, then
+    pits and dead Li raise the potential again (the measured run: 0.13 -> 0.08 -> 0.10-0.12 V)."""
+    def profile(t_h, pot):
+        t_h = t_h - t_h[0]
+        med = lambda a, b: float(np.median(pot[(t_h >= a) & (t_h < b)]))
+        return med(0, 0.2), med(1.0, 2.0), med(15, 20)
+
+    sim, run, pot, cur, _ = _arrays(0, randomize=False)
+    on = np.abs(np.nan_to_num(cur)) > 0.9 * np.nanmax(np.abs(cur))   # whole frames under current
+    t_h = np.array([f.t_s for f in run.frames])[on] / 3600.0
+    start, dip, late = profile(t_h, pot[on])
+    assert dip < 0.8 * start and late > 1.2 * dip, (start, dip, late)
+
+    log = read_echem(next((real_run_dir / "echem").glob("*_03_GCPL_C05.txt")),
+                     start="2023-08-11T12:40:15+01:00")
+    m_start, m_dip, m_late = profile(np.asarray(log.t_utc_s) / 3600.0, np.asarray(log.potential_V))
+    assert m_dip < 0.8 * m_start and m_late > 1.2 * m_dip, (m_start, m_dip, m_late)
+    # same depth of the dip within a factor of 1.5
+    assert 1 / 1.5 < (dip / start) / (m_dip / m_start) < 1.5
+
+
+def test_without_the_li_li_terms_the_potential_only_creeps():
+    """With the charge-transfer and pitting terms at 0 the potential never dips (the previous model)."""
+    import dataclasses
+
+    from lisentry.datasets.sim import scenarios
+    fam = scenarios.get_family(FAMILY)
+    cell = dataclasses.replace(fam.cell, metal_ct_asr_ohm_cm2=0.0, pitting_asr_ohm_cm2=0.0)
+    traj = dataclasses.replace(fam, cell=cell).simulate(0)
+    on = np.abs(traj.current_A) > 0
+    v = traj.potential_V[on][5:]
+    assert np.all(np.diff(v) > -1e-6 * np.abs(v[1:]))
