@@ -43,7 +43,8 @@ PAPER = {
                             "cycling, tens of mV polarization, no short",
     "li_plating_liquid_li": "(modelled on the measured Li | TEGDME | Li run of shared/real) two days "
                             "of one-way polarization at 1 mA with pauses, positive potential "
-                            "~0.1 V throughout, microstructure accumulating, no short",
+                            "falling from 0.13 to 0.08 V in the first 1.5 h, then rising to "
+                            "0.10-0.12 V, microstructure accumulating, no short",
 }
 
 #: Known deviations from the papers and limits of the checks (tests/unit/datasets/test_sim_timelines_spectra.py).

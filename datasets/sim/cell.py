@@ -42,6 +42,10 @@ spikes: ``R_s`` falls from ``precursor_ohm_start`` to ``precursor_ohm_end`` with
 Li-metal working electrodes (symmetric Li | SE | Li cells) carry a phenomenological dendrite
 inventory in four stages along the areal charge passed: fast surface growth, stall, fast bulk
 (grain-boundary) growth, slowing (Liu et al., Nat. Mater. 2025).
+Their resistance may add two Li | Li terms: a charge-transfer/nucleation resistance
+``metal_ct_asr / (1 + gain * q_microstructure)`` that fades as high-area microstructure grows,
+and a pitting resistance ``pitting_asr * (1 - exp(-Q / pitting_charge))`` along the areal charge
+``Q``: the peak, dip and slow rise of a Li | Li potential trace (Wood et al., ACS Cent. Sci. 2016).
 
 NMR amounts
 -----------
@@ -255,6 +259,11 @@ class CellParams:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"The {name!r} parameter of CellParams must be in [0, 1]. Got {v!r}.")
+        for name in ("metal_ct_asr_ohm_cm2", "microstructure_area_gain_per_mAh_cm2",
+                     "pitting_asr_ohm_cm2"):
+            v = getattr(self, name)
+            if not v >= 0.0:
+                raise ConfigError(f"The {name!r} parameter of CellParams must be >= 0. Got {v!r}.")
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "CellParams":

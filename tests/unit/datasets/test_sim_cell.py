@@ -88,6 +88,10 @@ def test_bad_params():
         CellParams(host_kind="silicon")
     with pytest.raises(ConfigError):
         simulate(["Rest for 1 h"], dt_s=0)
+    with pytest.raises(ConfigError, match="'pitting_asr_ohm_cm2' .* must be >= 0. Got -1"):
+        CellParams(host_kind="li_metal", pitting_asr_ohm_cm2=-1.0)
+    with pytest.raises(ConfigError, match="'pitting_charge_mAh_cm2' .* must be > 0"):
+        CellParams(host_kind="li_metal", pitting_charge_mAh_cm2=0.0)
 
 
 # ---- Tagami CC-CV (Fig. 3) -----------------------------------------------------------------
