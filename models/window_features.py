@@ -35,7 +35,7 @@ from lisentry.models.features import ECHEM_FEATURES, N_ECHEM
 
 __all__ = ["spectral_descriptors", "reference_lines", "causal_rate", "window_features", "WindowFeatureState",
            "WindowInputs", "FEATURE_NAMES", "MODEL_FEATURES", "FEATURE_SETS", "WINDOW_FEATURES_VERSION",
-           "CURRENT_FEATURES", "current_columns",
+           "CURRENT_FEATURES", "current_columns", "HISTORY_FEATURES",
            "DEFAULT_GRID"]
 
 DEFAULT_GRID = (-100.0, 400.0, 0.5)  #: (min, max, step) ppm, the datasets' default grid
@@ -342,13 +342,23 @@ def window_features(spectra: np.ndarray, t_s: Sequence[float], echem: np.ndarray
         cols += [causal_rate(d[k], t, lag) for k in _RATE_KEYS]
     cols += list(_snr_columns(d["metal_extra"], d["cluster_rel"], d["noise"]))
     cols += [e[k] for k in _ECHEM_KEYS]
-    v = e["potential_V"]
-    idx = np.maximum(np.arange(len(t)) - 3, 0)
-    cols.append(v - v[idx])
-    vmin = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
-    cols.append(np.where(np.isfinite(vmin), vmin, np.nan))
-    cols.append(causal_rate(np.abs(np.sinh(e["current_asinh"])), t, 3))
+    cols += _log_history(e["potential_V"], e["current_asinh"], t)
     return np.column_stack(cols).astype(float)
+
+
+#: The window features that summarize the potentiostat log's past frames (a log that starts
+#: late has not seen the frames before its start).
+HISTORY_FEATURES: tuple[str, ...] = ("dV_3_frames_V", "potential_min_so_far_V",
+                                     "abs_current_rate_3_per_h")
+
+
+def _log_history(v: np.ndarray, current_asinh: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+    """The :data:`HISTORY_FEATURES` columns from the potential (V, NaN where no log), the
+    asinh-scaled current and the frame times (s)."""
+    idx = np.maximum(np.arange(len(t)) - 3, 0)
+    vmin = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
+    return [v - v[idx], np.where(np.isfinite(vmin), vmin, np.nan),
+            causal_rate(np.abs(np.sinh(current_asinh)), t, 3)]
 
 
 class WindowFeatureState:
@@ -551,6 +561,30 @@ class WindowInputs:
             return (*out, WindowFeatureState.from_batch(spectra, t_s, raw, self.ppm_grid,
                                                         self.ref_frames))
         return out
+
+    def restart_log(self, t_s, echem: np.ndarray, echem_mask: np.ndarray, start: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """A widened echem input and mask as if the potentiostat log began at frame ``start``:
+        the :data:`HISTORY_FEATURES` read (copies; the other columns as given). Training's
+        ``drop_echem_prefix`` masks the first frames; without this the running potential minimum
+        would still remember them (a simulated Li | Li run's open-circuit rest at 0 V), which a
+        log that starts late, as the measured run's, never shows."""
+        hist = [n for n in HISTORY_FEATURES if n in self.names]
+        if not hist:
+            return echem, echem_mask
+        e = np.where(np.asarray(echem_mask)[:, :N_ECHEM] > 0, echem[:, :N_ECHEM], np.nan).astype(float)
+        e[:start] = np.nan
+        raw = dict(zip(HISTORY_FEATURES, _log_history(e[:, ECHEM_FEATURES.index("potential_V")],
+                                                      e[:, ECHEM_FEATURES.index("current_asinh")],
+                                                      np.asarray(t_s, dtype=float))))
+        echem, echem_mask = np.array(echem, copy=True), np.array(echem_mask, copy=True)
+        for n in hist:
+            j = self.names.index(n)
+            x = raw[n]
+            ok = np.isfinite(x)
+            echem[:, N_ECHEM + j] = np.where(ok, np.arcsinh(np.where(ok, x, 0.0) / self.scale[j]), 0.0)
+            echem_mask[:, N_ECHEM + j] = ok
+        return echem, echem_mask
 
     def stream(self) -> WindowFeatureState:
         return WindowFeatureState(self.ppm_grid, self.ref_frames)

@@ -116,14 +116,17 @@ def spectral_noise(spectra: np.ndarray, window: np.ndarray) -> float:
 
 def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: float,
                 donors: list[RunTensors] | None = None,
-                noise_window: np.ndarray | None = None) -> RunTensors:
+                noise_window: np.ndarray | None = None, window: WindowInputs | None = None
+                ) -> RunTensors:
     """Run-level augmentation: intensity scale, small reference shift, dropped potential log
     (whole, or ``drop_echem_prefix``: only its first 1..``drop_echem_prefix_max_frames`` frames),
     (``drop_current``) a log without current: the current's features masked, the potential's kept,
     (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
     that multiplies the run's spectral noise by a log-uniform factor in
-    ``[1, noise_max_factor]``, as a lower-SNR acquisition would.
+    ``[1, noise_max_factor]``, as a lower-SNR acquisition would. ``window`` (the run's window
+    inputs, when it has all 31 window features): a log cut to start late also restarts the
+    features that summarize the log's past (the running potential minimum, 3-frame changes).
 
     Why the mix: each scenario family has its own host signature (graphite, hard carbon, a Li
     electrode only) and its own outcomes, so a model can learn "this host at this stage means
@@ -174,6 +177,8 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
         # A potential log that starts after the first spectra (the potentiostat started late,
         # or its file begins later): the first k frames have no echem, the rest do.
         k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))
+        if window is not None:
+            echem, mask = window.restart_log(rt.t_s, echem, mask, k)
         echem, mask = echem.copy(), mask.copy()
         echem[:k, from_echem], mask[:k, from_echem] = 0, 0
     current_p = float(cfg.get("drop_current", 0.0))

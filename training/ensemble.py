@@ -40,6 +40,9 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     # leave the key (and so the reuse of members trained then) unchanged
     if d.get("inputs", {}).get("window_feature_set") == "spectral":
         d["inputs"].pop("window_feature_set")
+    elif d.get("inputs", {}).get("window_feature_set") == "all" and d["inputs"].get("window_features"):
+        # members trained since a late-starting log restarts the log-history features
+        d["inputs"]["log_history"] = "restarted"
     if d.get("inputs") == {"window_features": False}:
         d.pop("inputs")
     if d["train"].get("min_epochs", 0) == 0:
@@ -97,7 +100,7 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
     from lisentry.training.loop import _fit_member, _prepare, pick_device
     torch.set_num_threads(threads)
     cfg = TrainConfig(data=cfg_data, source=source)
-    ds, _, train_runs, val_runs, noise_window, _ = _prepare(cfg)
+    ds, _, train_runs, val_runs, noise_window, window = _prepare(cfg)
     n_epochs = cfg["train"]["epochs"]
 
     def report(epoch: int, loss: float, f1: float) -> None:
@@ -106,7 +109,8 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
                   f"val macro-F1 {f1:.3f}", file=sys.stderr, flush=True)
 
     fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window,
-                      pick_device(cfg["train"]["device"]), progress=False, on_epoch=report)
+                      pick_device(cfg["train"]["device"]), progress=False, on_epoch=report,
+                      window=window)
     _save_done(Path(ckpt_dir), fit, key)
     print(f"ensemble member seed {seed}: val macro-F1 {fit.best_val_f1:.3f} after "
           f"{fit.epochs_run} epochs, {fit.minutes:.1f} min", file=sys.stderr, flush=True)
@@ -114,7 +118,7 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
 
 
 def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, train_runs, val_runs,
-                noise_window, device, *, progress: bool = True, tracker=None) -> list:
+                noise_window, device, *, progress: bool = True, tracker=None, window=None) -> list:
     """Train (or resume) one member per seed; returns their :class:`MemberFit` in seed order."""
     from lisentry.training.loop import _fit_member
     data_hash = ds.manifest.get("content_hash")
@@ -130,7 +134,7 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     if workers <= 1 or not todo:
         for s in todo:
             fit = _fit_member(cfg, s, ds, train_runs, val_runs, noise_window, device,
-                              progress=progress, label=f"member seed {s}")
+                              progress=progress, label=f"member seed {s}", window=window)
             _save_done(ckpt_dir, fit, keys[s])
             done[s] = fit
     else:

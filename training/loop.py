@@ -157,12 +157,13 @@ def _new_model(cfg: TrainConfig, ds):
 def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_window, device, *,
                 tracker: Tracker | None = None, trial=None, progress: bool = True,
                 ckpt_dir: Path | None = None, label: str = "epochs",
-                on_epoch=None) -> MemberFit:
+                on_epoch=None, window: WindowInputs | None = None) -> MemberFit:
     """Train one network from ``seed``: the epochs, early stopping on the validation runs'
     macro-F1 and the optional weight average. Returns its best weights.
 
     ``on_epoch(epoch, train_loss, val_macro_f1)`` is called after each epoch (progress lines of
-    parallel ensemble members, which have no bar)."""
+    parallel ensemble members, which have no bar). ``window``: the runs' window inputs (for
+    augmentations that recompute window features)."""
     t_start = time.monotonic()
     tc = cfg["train"]
     seed_everything(int(seed))
@@ -191,7 +192,7 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
         losses = []
         for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
             chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm, train_runs,
-                                 noise_window)
+                                 noise_window, window)
                      for k in idx]
             batch = collate(chunk, device)
             loss = _loss(model, batch, weights, tc["aux_weight"], tc.get("run_balance", 0.0))
@@ -285,7 +286,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         from lisentry.models.ensemble import LisentryEnsemble
         from lisentry.training.ensemble import fit_members
         member_fits = fit_members(cfg, seeds, ckpt_dir, ds, train_runs, val_runs, noise_window,
-                                  device, progress=progress, tracker=tracker)
+                                  device, progress=progress, tracker=tracker, window=window)
         nets = []
         for mf in member_fits:
             net = _new_model(cfg, ds)
@@ -301,7 +302,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
               + ", ".join(f"{m.best_val_f1:.3f}" for m in member_fits), file=sys.stderr)
     else:
         fit = _fit_member(cfg, int(cfg["seed"]), ds, train_runs, val_runs, noise_window, device,
-                          tracker=tracker, trial=trial, progress=progress, ckpt_dir=ckpt_dir)
+                          tracker=tracker, trial=trial, progress=progress, ckpt_dir=ckpt_dir,
+                          window=window)
         model = fit.model
         best, best_epoch_f1, wa_f1, epoch = (fit.best_val_f1, fit.best_epoch_f1,
                                              fit.weight_average_f1, fit.epochs_run)

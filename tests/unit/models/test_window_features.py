@@ -268,3 +268,41 @@ def test_detector_streams_a_window_model_like_its_batch_labeller_and_resumes(tmp
         blind = b.model(torch.from_numpy(S)[None], torch.from_numpy(wide)[None],
                         echem_mask=torch.from_numpy(mask)[None])["logits"]
     assert not torch.allclose(full, blind)
+
+
+def test_a_late_log_restarts_the_log_history_features():
+    """``drop_echem_prefix`` with all 31 window features: the features that summarize the log's
+    past (running potential minimum, 3-frame changes) are those of a log that starts at the
+    first unmasked frame, as the detector computes them on a measured run whose log starts
+    late. Without the restart the minimum remembers the masked open-circuit rest (0 V)."""
+    from lisentry.models.window_features import HISTORY_FEATURES
+    from lisentry.training.data import RunTensors, augment_run
+    frames = to_run(simulate_run("li_plating_liquid_li", 0, max_frames=24),
+                    Pipeline(ProcessingConfig())).frames     # 1 h at open circuit, then stripping
+    S, t, e, m = arrays(frames)
+    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set="all")
+    wide, mask = w.widen(S, t, e, m)
+    n = len(S)
+    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
+                    np.zeros((n, 4), np.float32), None, None)
+    rest = int(np.sum(np.abs(np.nan_to_num([f.current_A for f in frames])) == 0))
+    assert 10 <= rest < 16
+    cfg = {"drop_echem_prefix": 1.0, "drop_echem_prefix_max_frames": 20}
+    for seed in range(50):    # a cut past the rest: the log starts under current
+        out = augment_run(rt, np.random.default_rng(seed), cfg, 0.5, window=w)
+        k = int(np.argmax(out.echem_mask[:, 0] > 0))
+        if k > rest:
+            break
+    stale = augment_run(rt, np.random.default_rng(seed), cfg, 0.5)
+    assert k > rest and np.all(out.echem_mask[k:, 0] == 1)
+    late = [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan, charge_C=math.nan)
+            if i < k else f for i, f in enumerate(frames)]
+    _, _, e_late, m_late = arrays(late)
+    wide_late, mask_late = w.widen(S, t, e_late, m_late)
+    cols = [N_ECHEM + w.names.index(n) for n in HISTORY_FEATURES]
+    np.testing.assert_array_equal(out.echem_mask[k:, cols], mask_late[k:, cols])
+    np.testing.assert_allclose(out.echem[k:, cols], wide_late[k:, cols], rtol=1e-6, atol=1e-7)
+    j = N_ECHEM + w.names.index("potential_min_so_far_V")
+    assert np.all(out.echem[k:, j] > 0)                          # stripping: positive potential
+    assert np.all(stale.echem[k:, j] == 0)                       # the stale minimum saw the rest
+    assert (out.echem[:k, cols] == 0).all() and (out.echem_mask[:k, cols] == 0).all()
