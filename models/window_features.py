@@ -256,7 +256,12 @@ N_MODEL_FEATURES = len(MODEL_FEATURES)
 #: The window-feature sets a model may read (config ``inputs.window_feature_set``): the 20 read
 #: off the spectra, or all 31 (with the potentiostat's 11; on simulated data only, that set
 #: misread the measured one-way run before a one-way family was simulated).
-FEATURE_SETS: dict[str, tuple[str, ...]] = {"spectral": MODEL_FEATURES, "all": FEATURE_NAMES}
+#: ``"all_but_minimum"``: all but the running potential minimum, the one summary whose meaning
+#: differs between chemistries (a positive minimum says "no plating yet" in a carbon or graphite
+#: cell, nothing in a Li | Li cell stripped one way, as the measured run is).
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "spectral": MODEL_FEATURES, "all": FEATURE_NAMES,
+    "all_but_minimum": tuple(n for n in FEATURE_NAMES if n != "potential_min_so_far_V")}
 
 
 def _appended_features(n_columns: int) -> tuple[str, ...]:
@@ -523,7 +528,8 @@ class WindowInputs:
 
     @property
     def feature_set(self) -> str:
-        """The name of :data:`FEATURE_SETS` this reads (``"spectral"`` or ``"all"``)."""
+        """The name of :data:`FEATURE_SETS` this reads (``"spectral"``, ``"all"`` or
+        ``"all_but_minimum"``)."""
         return next(k for k, v in FEATURE_SETS.items() if v == self.names)
 
     @classmethod

@@ -71,7 +71,8 @@ rates over 1 and 3 frames, noise-scaled SNRs; :mod:`lisentry.models.window_featu
 its own spectrum encoder and echem features, each as ``asinh(x / s)`` with ``s`` its median
 magnitude over the training runs (recorded in the card). The detector computes them frame by
 frame from the same spectra. ``inputs.window_feature_set: all`` gives it all 31, the 11
-potentiostat summaries too (potential change over 3 frames, running potential minimum, ...).
+potentiostat summaries too (potential change over 3 frames, running potential minimum, ...);
+``all_but_minimum`` all but the running potential minimum.
 """
 from __future__ import annotations
 
@@ -120,7 +121,8 @@ DEFAULTS: dict[str, Any] = {
     "ensemble": {"seeds": [], "workers": 1},
     # window_features: append the feature baseline's 20 spectral window features
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs;
-    # window_feature_set "all": all 31 (the potentiostat's 11 too).
+    # window_feature_set "all": all 31 (the potentiostat's 11 too); "all_but_minimum": all but
+    # the running potential minimum.
     "inputs": {"window_features": False, "window_feature_set": "spectral"},
 }
 
@@ -319,7 +321,7 @@ SCHEMA: dict[str, Param] = {
     "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
     "ensemble.workers": _int(1),
     "inputs.window_features": _BOOL,
-    "inputs.window_feature_set": Param("choice", choices=("spectral", "all")),
+    "inputs.window_feature_set": Param("choice", choices=("spectral", "all", "all_but_minimum")),
 }
 
 #: Constructor arguments the trainer supplies itself (from the data): never in the config.

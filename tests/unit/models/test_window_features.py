@@ -144,7 +144,7 @@ def test_the_all_31_set_reads_the_potentiostat_summaries_too(run_frames):
         WindowInputs(np.ones(3), GRID, names=FEATURE_NAMES[:3])
 
 
-@pytest.mark.parametrize("feature_set", [None, "spectral", "all"])
+@pytest.mark.parametrize("feature_set", [None, "spectral", "all", "all_but_minimum"])
 def test_drop_current_reproduces_a_potential_only_log(run_frames, feature_set):
     """``augment.drop_current`` masks exactly what an EC-Lab export of time and Ewe only (the
     measured run's) leaves undefined at inference, with or without window features."""
@@ -162,10 +162,10 @@ def test_drop_current_reproduces_a_potential_only_log(run_frames, feature_set):
     rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
                     np.zeros((n, 4), np.float32), None, None)
     out = augment_run(rt, np.random.default_rng(0), {"drop_current": 1.0}, 0.5)
-    if feature_set == "all":
+    if feature_set in ("all", "all_but_minimum"):
         # one exception: a causal rate is 0 (defined) at the first frame even without the
         # current; the augmentation masks it there too
-        j = N_ECHEM + COL["abs_current_rate_3_per_h"]
+        j = N_ECHEM + w.names.index("abs_current_rate_3_per_h")
         assert mask0[0, j] == 1 and wide0[0, j] == 0 and not mask0[1:, j].any()
         mask0 = mask0.copy()
         mask0[0, j] = 0
@@ -306,3 +306,18 @@ def test_a_late_log_restarts_the_log_history_features():
     assert np.all(out.echem[k:, j] > 0)                          # stripping: positive potential
     assert np.all(stale.echem[k:, j] == 0)                       # the stale minimum saw the rest
     assert (out.echem[:k, cols] == 0).all() and (out.echem_mask[:k, cols] == 0).all()
+
+
+def test_all_but_minimum_set():
+    """``all_but_minimum``: the 31 less the running potential minimum, a width of its own (the
+    loader tells the sets apart by width), and drop_echem's mask covers its 10 potentiostat
+    summaries."""
+    from lisentry.models.window_features import FEATURE_SETS
+    names = FEATURE_SETS["all_but_minimum"]
+    assert len(names) == N_WINDOW_FEATURES - 1 and "potential_min_so_far_V" not in names
+    assert len({len(v) for v in FEATURE_SETS.values()}) == len(FEATURE_SETS)
+    cols = potentiostat_columns(N_ECHEM + len(names))
+    assert cols[:N_ECHEM].all() and cols[N_ECHEM:].sum() == len(POTENTIOSTAT_FEATURES) - 1
+    w = WindowInputs(np.ones(len(names)), GRID, names=names)
+    back = WindowInputs.from_card(json.loads(json.dumps(w.card())), GRID)
+    assert back.feature_set == "all_but_minimum" and back.names == names
