@@ -29,6 +29,8 @@ intensity factor), ``shift_ppm`` (uniform reference shift), ``drop_echem`` (prob
 dropping a run's echem features), ``drop_echem_prefix`` / ``drop_echem_prefix_max_frames``
 (probability of masking only the first 1..max frames of a run's echem, as when the potential
 log starts after the first spectra: the real Li | Li run's starts at its sixth frame),
+``drop_echem_until_current`` (probability of a log that starts with the first current step, its
+open-circuit rest recorded by another technique whose file is not given, as the real run's),
 ``drop_current`` (probability of a run whose log has a potential but no current, as EC-Lab's
 time/Ewe exports and the real run's: the five current-derived features masked), ``mix_prob`` / ``mix_scale`` (probability of mixing another
 family's normal frames into a run's spectra, and the donor's relative scale; see
@@ -103,6 +105,7 @@ DEFAULTS: dict[str, Any] = {
               "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
                           "drop_echem_prefix": 0.0, "drop_echem_prefix_max_frames": 12,
+                          "drop_echem_until_current": 0.0,
                           "drop_current": 0.0, "mix_prob": 0.0, "mix_scale": [0.3, 1.0],
                           "noise_prob": 0.0, "noise_max_factor": 10.0}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
@@ -297,6 +300,7 @@ SCHEMA: dict[str, Param] = {
     "train.augment.drop_echem": _FRAC,
     "train.augment.drop_echem_prefix": _FRAC,
     "train.augment.drop_current": _FRAC,
+    "train.augment.drop_echem_until_current": _FRAC,
     "train.augment.drop_echem_prefix_max_frames": _int(1),
     "train.augment.mix_prob": _FRAC,
     "train.augment.mix_scale": Param("pair", 0),

@@ -11,7 +11,7 @@ import torch
 
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset, RunView
-from lisentry.models.features import N_ECHEM, echem_features
+from lisentry.models.features import ECHEM_FEATURES, N_ECHEM, echem_features
 from lisentry.models.window_features import WindowInputs, current_columns, potentiostat_columns
 from lisentry.models.net import AUX_DEFAULT
 
@@ -120,6 +120,7 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
                 ) -> RunTensors:
     """Run-level augmentation: intensity scale, small reference shift, dropped potential log
     (whole, or ``drop_echem_prefix``: only its first 1..``drop_echem_prefix_max_frames`` frames),
+    (``drop_echem_until_current``) a log that starts with the first current step,
     (``drop_current``) a log without current: the current's features masked, the potential's kept,
     (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
@@ -181,6 +182,17 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
             echem, mask = window.restart_log(rt.t_s, echem, mask, k)
         echem, mask = echem.copy(), mask.copy()
         echem[:k, from_echem], mask[:k, from_echem] = 0, 0
+    elif (until_p := float(cfg.get("drop_echem_until_current", 0.0))) and rng.random() < until_p:
+        # A log that starts with the first current step: the open-circuit rest before it was
+        # recorded by another technique (EC-Lab OCV, GEIS), whose file is not given.
+        j = ECHEM_FEATURES.index("current_asinh")
+        on = np.flatnonzero((mask[:, j] > 0) & (echem[:, j] != 0))
+        k = int(on[0]) if on.size else 0
+        if k > 0:
+            if window is not None:
+                echem, mask = window.restart_log(rt.t_s, echem, mask, k)
+            echem, mask = echem.copy(), mask.copy()
+            echem[:k, from_echem], mask[:k, from_echem] = 0, 0
     current_p = float(cfg.get("drop_current", 0.0))
     if current_p and rng.random() < current_p:     # no draw when off: older configs replay
         # A potential-only log (EC-Lab export of time and Ewe, as the measured Li | Li run's):

@@ -49,6 +49,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
         d["train"].pop("min_epochs", None)
     if d["train"].get("augment", {}).get("drop_current", 0.0) == 0.0:
         d["train"].get("augment", {}).pop("drop_current", None)
+    if d["train"].get("augment", {}).get("drop_echem_until_current", 0.0) == 0.0:
+        d["train"].get("augment", {}).pop("drop_echem_until_current", None)
     d["seed"] = int(seed)
     d["training_data_hash"] = data_hash
     d["threads"] = int(threads)

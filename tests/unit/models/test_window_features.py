@@ -321,3 +321,35 @@ def test_all_but_minimum_set():
     w = WindowInputs(np.ones(len(names)), GRID, names=names)
     back = WindowInputs.from_card(json.loads(json.dumps(w.card())), GRID)
     assert back.feature_set == "all_but_minimum" and back.names == names
+
+
+def test_a_log_that_starts_with_the_current():
+    """``drop_echem_until_current``: the log starts at the first frame under current (its
+    open-circuit rest in another technique's file), with the log-history features of a log
+    that starts there, as the detector computes them."""
+    from lisentry.models.window_features import HISTORY_FEATURES
+    from lisentry.training.data import RunTensors, augment_run
+    frames = to_run(simulate_run("li_plating_liquid_li", 0, max_frames=24),
+                    Pipeline(ProcessingConfig())).frames
+    S, t, e, m = arrays(frames)
+    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set="all_but_minimum")
+    wide, mask = w.widen(S, t, e, m)
+    n = len(S)
+    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
+                    np.zeros((n, 4), np.float32), None, None)
+    out = augment_run(rt, np.random.default_rng(0), {"drop_echem_until_current": 1.0}, 0.5, window=w)
+    k = int(np.argmax(np.abs(np.nan_to_num([f.current_A for f in frames])) > 0))
+    assert k > 5
+    assert not out.echem_mask[:k, :N_ECHEM].any() and out.echem_mask[k:, 0].all()
+    late = [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan, charge_C=math.nan)
+            if i < k else f for i, f in enumerate(frames)]
+    _, _, e_late, m_late = arrays(late)
+    wide_late, mask_late = w.widen(S, t, e_late, m_late)
+    cols = [N_ECHEM + w.names.index(n) for n in HISTORY_FEATURES if n in w.names]
+    np.testing.assert_array_equal(out.echem_mask[k:, cols], mask_late[k:, cols])
+    np.testing.assert_allclose(out.echem[k:, cols], wide_late[k:, cols], rtol=1e-6, atol=1e-7)
+    # a run under current from its first frame is left as it is
+    rt0 = dataclasses.replace(rt, echem=wide[k:], echem_mask=mask[k:], t_s=t[k:], spectra=S[k:],
+                              y=rt.y[k:], aux=rt.aux[k:])
+    same = augment_run(rt0, np.random.default_rng(0), {"drop_echem_until_current": 1.0}, 0.5, window=w)
+    np.testing.assert_array_equal(same.echem_mask, mask[k:])
