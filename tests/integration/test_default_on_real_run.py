@@ -20,7 +20,7 @@ from lisentry.models.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "models" / "default"
-N_FRAMES = 20
+N_FRAMES = 28
 
 
 @pytest.mark.skipif(not (DEFAULT / "card.json").is_file(), reason="no shipped default model")
@@ -37,6 +37,7 @@ def test_default_calls_no_clusters_in_a_li_li_cell(real_run_dir, real_run_echem_
     assert "cluster_growth" not in labels, labels
     assert max(r["p_cluster_growth"] for r in rows) < 0.5
     # the microstructure line grows from frame 4 (docs/real_run.md): plating is called within
-    # ~1.4 h (the default of 2026-12-07 from frame 17, the previous one from frame 14)
-    assert labels[-1] == "plating_onset" and labels.index("plating_onset") < 18, labels
+    # ~2.1 h (the default of 2026-12-07, second part, with window features: from frame 24; the
+    # first part's from frame 17, the one before from frame 14)
+    assert labels[-1] == "plating_onset" and labels.index("plating_onset") < 26, labels
     assert "imminent_short" not in labels

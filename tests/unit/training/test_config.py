@@ -126,25 +126,31 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     from lisentry.training.ensemble import member_key
     from pathlib import Path
     cfg_path = Path(__file__).resolve().parents[3] / "configs" / "train-default.yaml"
-    base = load_train_config(cfg_path, [])
+    # the shipped config as it was before these settings (the default of 2026-12-07, first part)
+    neutral = ["inputs.window_features=false", "inputs.window_feature_set=spectral",
+               "train.min_epochs=0", "train.augment.drop_current=0",
+               "train.augment.drop_echem_until_current=0",
+               "train.augment.drop_echem_prefix_max_frames=12"]
+    base = load_train_config(cfg_path, neutral)
     older = base.to_dict()
     older.pop("inputs")
     older["train"].pop("min_epochs")
     older["train"]["augment"].pop("drop_current")
+    older["train"]["augment"].pop("drop_echem_until_current")
     from lisentry.training.config import TrainConfig
     key = member_key(base, 0, "h", 1)
     assert member_key(TrainConfig(older), 0, "h", 1) == key
     for change in ("inputs.window_features=true", "train.min_epochs=45",
-                   "train.augment.drop_current=0.3"):
-        assert member_key(load_train_config(cfg_path, [change]),
+                   "train.augment.drop_current=0.3", "train.augment.drop_echem_until_current=0.3"):
+        assert member_key(load_train_config(cfg_path, neutral + [change]),
                           0, "h", 1) != key
     # window_feature_set came later still: at "spectral" a window member keeps its key
-    spectral = load_train_config(cfg_path, ["inputs.window_features=true"])
+    spectral = load_train_config(cfg_path, neutral + ["inputs.window_features=true"])
     before_sets = spectral.to_dict()
     before_sets["inputs"].pop("window_feature_set")
     assert member_key(TrainConfig(before_sets), 0, "h", 1) == member_key(spectral, 0, "h", 1)
-    assert member_key(load_train_config(cfg_path, ["inputs.window_features=true",
-                                                   "inputs.window_feature_set=all"]),
+    assert member_key(load_train_config(cfg_path, neutral + ["inputs.window_features=true",
+                                                             "inputs.window_feature_set=all"]),
                       0, "h", 1) != member_key(spectral, 0, "h", 1)
     with pytest.raises(ConfigError, match="window_feature_set"):
         load_train_config(cfg_path, ["inputs.window_feature_set=potentiostat"])

@@ -208,7 +208,7 @@ def test_garbage_scores_above_in_distribution_with_the_shipped_model(tmp_path):
     def arrays(runs):
         S, H, Y = [], [], []
         for r in runs:
-            s, e, m = frames_inputs(r.frames)
+            s, e, m = frames_inputs(r.frames, bundle.window_inputs)
             _, h = head_inputs(bundle.model, s, e, m)
             S.append(s[r.keep])
             H.append(h[r.keep])
