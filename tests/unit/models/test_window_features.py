@@ -270,21 +270,42 @@ def test_detector_streams_a_window_model_like_its_batch_labeller_and_resumes(tmp
     assert not torch.allclose(full, blind)
 
 
-def test_a_late_log_restarts_the_log_history_features():
+@pytest.fixture(scope="module")
+def one_way_frames():
+    """A simulated one-way Li | liquid | Li run: 1 h at open circuit, then stripping."""
+    return to_run(simulate_run("li_plating_liquid_li", 0, max_frames=24),
+                  Pipeline(ProcessingConfig())).frames
+
+
+def _widened_run(frames, feature_set):
+    """The run's window inputs (``feature_set``) and its widened :class:`RunTensors`."""
+    from lisentry.training.data import RunTensors
+    S, t, e, m = arrays(frames)
+    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set=feature_set)
+    wide, mask = w.widen(S, t, e, m)
+    n = len(S)
+    return w, RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
+                         np.zeros((n, 4), np.float32), None, None)
+
+
+def _late_log(frames, w, k):
+    """Widened echem input and mask of the run whose log starts at frame ``k``, as the
+    detector computes them."""
+    late = [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan, charge_C=math.nan)
+            if i < k else f for i, f in enumerate(frames)]
+    S, t, e_late, m_late = arrays(late)
+    return w.widen(S, t, e_late, m_late)
+
+
+def test_a_late_log_restarts_the_log_history_features(one_way_frames):
     """``drop_echem_prefix`` with all 31 window features: the features that summarize the log's
     past (running potential minimum, 3-frame changes) are those of a log that starts at the
     first unmasked frame, as the detector computes them on a measured run whose log starts
     late. Without the restart the minimum remembers the masked open-circuit rest (0 V)."""
     from lisentry.models.window_features import HISTORY_FEATURES
-    from lisentry.training.data import RunTensors, augment_run
-    frames = to_run(simulate_run("li_plating_liquid_li", 0, max_frames=24),
-                    Pipeline(ProcessingConfig())).frames     # 1 h at open circuit, then stripping
-    S, t, e, m = arrays(frames)
-    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set="all")
-    wide, mask = w.widen(S, t, e, m)
-    n = len(S)
-    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
-                    np.zeros((n, 4), np.float32), None, None)
+    from lisentry.training.data import augment_run
+    frames = one_way_frames
+    w, rt = _widened_run(frames, "all")
     rest = int(np.sum(np.abs(np.nan_to_num([f.current_A for f in frames])) == 0))
     assert 10 <= rest < 16
     cfg = {"drop_echem_prefix": 1.0, "drop_echem_prefix_max_frames": 20}
@@ -295,10 +316,7 @@ def test_a_late_log_restarts_the_log_history_features():
             break
     stale = augment_run(rt, np.random.default_rng(seed), cfg, 0.5)
     assert k > rest and np.all(out.echem_mask[k:, 0] == 1)
-    late = [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan, charge_C=math.nan)
-            if i < k else f for i, f in enumerate(frames)]
-    _, _, e_late, m_late = arrays(late)
-    wide_late, mask_late = w.widen(S, t, e_late, m_late)
+    wide_late, mask_late = _late_log(frames, w, k)
     cols = [N_ECHEM + w.names.index(n) for n in HISTORY_FEATURES]
     np.testing.assert_array_equal(out.echem_mask[k:, cols], mask_late[k:, cols])
     np.testing.assert_allclose(out.echem[k:, cols], wide_late[k:, cols], rtol=1e-6, atol=1e-7)
@@ -323,28 +341,20 @@ def test_all_but_minimum_set():
     assert back.feature_set == "all_but_minimum" and back.names == names
 
 
-def test_a_log_that_starts_with_the_current():
+def test_a_log_that_starts_with_the_current(one_way_frames):
     """``drop_echem_until_current``: the log starts at the first frame under current (its
     open-circuit rest in another technique's file), with the log-history features of a log
     that starts there, as the detector computes them."""
     from lisentry.models.window_features import HISTORY_FEATURES
-    from lisentry.training.data import RunTensors, augment_run
-    frames = to_run(simulate_run("li_plating_liquid_li", 0, max_frames=24),
-                    Pipeline(ProcessingConfig())).frames
-    S, t, e, m = arrays(frames)
-    w = WindowInputs.fit([(S, t, e, m)], GRID, feature_set="all_but_minimum")
-    wide, mask = w.widen(S, t, e, m)
-    n = len(S)
-    rt = RunTensors("r", "f", t, S, wide, mask, np.zeros(n, np.int64),
-                    np.zeros((n, 4), np.float32), None, None)
+    from lisentry.training.data import augment_run
+    frames = one_way_frames
+    w, rt = _widened_run(frames, "all_but_minimum")
+    S, t, wide, mask = rt.spectra, rt.t_s, rt.echem, rt.echem_mask
     out = augment_run(rt, np.random.default_rng(0), {"drop_echem_until_current": 1.0}, 0.5, window=w)
     k = int(np.argmax(np.abs(np.nan_to_num([f.current_A for f in frames])) > 0))
     assert k > 5
     assert not out.echem_mask[:k, :N_ECHEM].any() and out.echem_mask[k:, 0].all()
-    late = [dataclasses.replace(f, potential_V=math.nan, current_A=math.nan, charge_C=math.nan)
-            if i < k else f for i, f in enumerate(frames)]
-    _, _, e_late, m_late = arrays(late)
-    wide_late, mask_late = w.widen(S, t, e_late, m_late)
+    wide_late, mask_late = _late_log(frames, w, k)
     cols = [N_ECHEM + w.names.index(n) for n in HISTORY_FEATURES if n in w.names]
     np.testing.assert_array_equal(out.echem_mask[k:, cols], mask_late[k:, cols])
     np.testing.assert_allclose(out.echem[k:, cols], wide_late[k:, cols], rtol=1e-6, atol=1e-7)
