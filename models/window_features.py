@@ -577,7 +577,7 @@ class WindowInputs:
         log that starts late, as the measured run's, never shows."""
         hist = [n for n in HISTORY_FEATURES if n in self.names]
         if not hist:
-            return echem, echem_mask
+            return np.array(echem, copy=True), np.array(echem_mask, copy=True)
         e = np.where(np.asarray(echem_mask)[:, :N_ECHEM] > 0, echem[:, :N_ECHEM], np.nan).astype(float)
         e[:start] = np.nan
         raw = dict(zip(HISTORY_FEATURES, _log_history(e[:, ECHEM_FEATURES.index("potential_V")],

@@ -126,7 +126,7 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
     that multiplies the run's spectral noise by a log-uniform factor in
     ``[1, noise_max_factor]``, as a lower-SNR acquisition would. ``window`` (the run's window
-    inputs, when it has all 31 window features): a log cut to start late also restarts the
+    inputs, when it has window features): a log cut to start late also restarts the window
     features that summarize the log's past (the running potential minimum, 3-frame changes).
 
     Why the mix: each scenario family has its own host signature (graphite, hard carbon, a Li
@@ -178,21 +178,14 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
         # A potential log that starts after the first spectra (the potentiostat started late,
         # or its file begins later): the first k frames have no echem, the rest do.
         k = int(rng.integers(1, int(cfg.get("drop_echem_prefix_max_frames", 12)) + 1))
-        if window is not None:
-            echem, mask = window.restart_log(rt.t_s, echem, mask, k)
-        echem, mask = echem.copy(), mask.copy()
-        echem[:k, from_echem], mask[:k, from_echem] = 0, 0
+        echem, mask = _log_from(k, rt.t_s, echem, mask, from_echem, window)
     elif (until_p := float(cfg.get("drop_echem_until_current", 0.0))) and rng.random() < until_p:
         # A log that starts with the first current step: the open-circuit rest before it was
         # recorded by another technique (EC-Lab OCV, GEIS), whose file is not given.
         j = ECHEM_FEATURES.index("current_asinh")
         on = np.flatnonzero((mask[:, j] > 0) & (echem[:, j] != 0))
-        k = int(on[0]) if on.size else 0
-        if k > 0:
-            if window is not None:
-                echem, mask = window.restart_log(rt.t_s, echem, mask, k)
-            echem, mask = echem.copy(), mask.copy()
-            echem[:k, from_echem], mask[:k, from_echem] = 0, 0
+        if on.size and on[0] > 0:
+            echem, mask = _log_from(int(on[0]), rt.t_s, echem, mask, from_echem, window)
     current_p = float(cfg.get("drop_current", 0.0))
     if current_p and rng.random() < current_p:     # no draw when off: older configs replay
         # A potential-only log (EC-Lab export of time and Ewe, as the measured Li | Li run's):
@@ -202,6 +195,19 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
         echem[:, need], mask[:, need] = 0, 0
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
+
+
+def _log_from(k: int, t_s, echem: np.ndarray, mask: np.ndarray, from_echem: np.ndarray,
+              window: WindowInputs | None) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a run's echem input and mask as if the potentiostat log began at frame ``k``:
+    its columns masked before ``k`` and (with ``window``) the log-history window features
+    restarted there."""
+    if window is not None:
+        echem, mask = window.restart_log(t_s, echem, mask, k)    # copies
+    else:
+        echem, mask = echem.copy(), mask.copy()
+    echem[:k, from_echem], mask[:k, from_echem] = 0, 0
+    return echem, mask
 
 
 def longest_normal_stretch(y: np.ndarray) -> tuple[int, int]:
