@@ -44,23 +44,26 @@ from lisentry.training.evaluate import evaluate_predictions, predict_runs, save_
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_models import _per_run, format_comparison, paired_difference, summary_row  # noqa: E402
 
-#: Columns of the echem block that a potential-only log leaves undefined.
-_CURRENT_IX = [ECHEM_FEATURES.index(n) for n in CURRENT_FEATURES]
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def without_current(runs: list[RunTensors]) -> list[RunTensors]:
-    """Copies of runs loaded without window features, as if their log had no current column."""
+def without_current(runs: list[RunTensors], names=CURRENT_FEATURES) -> list[RunTensors]:
+    """Copies of runs loaded without window features, as if their log had no current column
+    (``names``: the echem features masked, by default those a potential-only log lacks)."""
+    unknown = [n for n in names if n not in ECHEM_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown echem feature(s) {unknown}; known: {list(ECHEM_FEATURES)}")
+    ix = [ECHEM_FEATURES.index(n) for n in names]
     out = []
     for rt in runs:
         if rt.echem.shape[1] != len(ECHEM_FEATURES):
             raise ValueError(f"{rt.run_id}: expected the {len(ECHEM_FEATURES)} echem columns "
                              f"before window features, got {rt.echem.shape[1]}")
         echem, mask = rt.echem.copy(), rt.echem_mask.copy()
-        echem[:, _CURRENT_IX], mask[:, _CURRENT_IX] = 0, 0
+        echem[:, ix], mask[:, ix] = 0, 0
         out.append(dataclasses.replace(rt, echem=echem, echem_mask=mask))
     return out
 
@@ -72,7 +75,14 @@ def main(argv=None) -> int:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
                     help="also evaluate on all runs of dataset DIR, reported as NAME")
     ap.add_argument("--out", type=Path, default=None, help="JSON with all results")
+    ap.add_argument("--masked", default=",".join(CURRENT_FEATURES),
+                    help="comma-separated echem features masked in the no_current condition "
+                         "(default: all that a potential-only log lacks), e.g. "
+                         "charge_asinh,log1p_h_since_step to ask what the charge passed explains")
     a = ap.parse_args(argv)
+    masked = tuple(n.strip() for n in a.masked.split(",") if n.strip())
+    if unknown := [n for n in masked if n not in ECHEM_FEATURES]:
+        ap.error(f"--masked: unknown echem feature(s) {unknown}; known: {list(ECHEM_FEATURES)}")
 
     from lisentry.detector.online import policy_from_card
     from lisentry.models.bundle import load_bundle
@@ -81,7 +91,8 @@ def main(argv=None) -> int:
     sp = DEFAULTS["split"]
     split = ds.split(val_frac=sp["val_frac"], test_frac=sp["test_frac"], seed=sp["seed"])
     det = DEFAULTS["detector"]
-    policy = AlarmPolicy(enter=det["enter"], exit=det["exit"], min_consecutive=det["min_consecutive"])
+    policy = AlarmPolicy(enter=det["enter"], exit=det["exit"],
+                         min_consecutive=det["min_consecutive"])
     horizon = float(det["horizon_s"])
     train, val = load_runs(ds, split["train"]), load_runs(ds, split["val"])
     sets = {"test": load_runs(ds, split["test"])}
@@ -116,10 +127,10 @@ def main(argv=None) -> int:
     methods["model"] = (model_predict, None)
 
     results = {"dataset": str(a.dataset), "model": str(a.model), "sha256": bundle.sha256,
-               "masked_columns": list(CURRENT_FEATURES), "eval": {}, "paired": {}}
+               "masked_columns": list(masked), "eval": {}, "paired": {}}
     rows = []
     for sset, runs in sets.items():
-        for cond, cruns in (("as_is", runs), ("no_current", without_current(runs))):
+        for cond, cruns in (("as_is", runs), ("no_current", without_current(runs, masked))):
             key = f"{sset}/{cond}"
             per = {}
             results["eval"][key] = {}

@@ -19,7 +19,8 @@ _spec.loader.exec_module(wc)
 
 def _run(n_echem: int = len(ECHEM_FEATURES), T: int = 12) -> RunTensors:
     rng = np.random.default_rng(3)
-    return RunTensors("r-0", "fam", np.arange(T) * 600.0, rng.normal(size=(T, 20)).astype(np.float32),
+    return RunTensors("r-0", "fam", np.arange(T) * 600.0,
+                      rng.normal(size=(T, 20)).astype(np.float32),
                       rng.normal(size=(T, n_echem)).astype(np.float32),
                       np.ones((T, n_echem), np.float32), np.zeros(T, np.int64),
                       np.full((T, 4), np.nan, np.float32), None, None)
@@ -49,3 +50,12 @@ def test_equals_the_training_augmentation_of_a_potential_only_log():
 def test_refuses_runs_that_already_carry_window_features():
     with pytest.raises(ValueError, match=f"r-0: expected the {len(ECHEM_FEATURES)} echem columns"):
         wc.without_current([_run(n_echem=len(ECHEM_FEATURES) + 30)])
+
+
+def test_masks_only_the_named_columns_and_refuses_unknown_names():
+    rt = _run()
+    (out,) = wc.without_current([rt], ("charge_asinh", "log1p_h_since_step"))
+    masked = np.flatnonzero((out.echem_mask == 0).all(axis=0)).tolist()
+    assert masked == sorted(ECHEM_FEATURES.index(n) for n in ("charge_asinh", "log1p_h_since_step"))
+    with pytest.raises(ValueError, match=r"unknown echem feature\(s\) \['charge'\]"):
+        wc.without_current([rt], ("charge",))
