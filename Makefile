@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench data-smoke data-train data-heldout data-default train-default verify-default \
-        evaluate-default heldout-factors compare real-run ood clean
+        evaluate-default heldout-factors compare llzo-timing real-run ood clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -52,6 +52,13 @@ data/heldout-%: | $(STAMP)
 heldout-factors: data/heldout-control data/heldout-field data/heldout-snr
 	for k in control field snr; do \
 	    $(BIN)/lisentry evaluate models/default data/heldout-$$k --out docs/results/eval-heldout-$$k.json; done
+
+# Li | LLZO | Li runs whose dendrites come at other charges than in training, and their control
+# (same runs, training range): does a model call plating from the spectrum or the charge passed?
+llzo-timing: data/train data/heldout-llzo-timing data/heldout-llzo-control
+	$(BIN)/python benchmarks/compare_models.py data/train --only features_hgb --model models/default \
+	    --also llzo_control=data/heldout-llzo-control --also llzo_timing=data/heldout-llzo-timing \
+	    --out docs/results/hgb-gap/llzo-timing.json
 
 compare: data/train data/heldout
 	$(BIN)/python benchmarks/compare_models.py data/train --model models/default --also heldout=data/heldout --out docs/results/compare.json

@@ -1,0 +1,35 @@
+"""configs/dataset-heldout-llzo-{timing,control}.yaml: the same Li | LLZO | Li runs, apart from
+the stage-3 dendrite charge (README, results of 2026-12-07, third part)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lisentry.datasets.build import _family_obj, load_build_config, run_seed
+from lisentry.datasets.sim.scenarios import sample_params
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+KEY = "dendrite_stage3_charge_mAh_cm2"
+
+
+def _draws(name: str, n: int = 24):
+    cfg = load_build_config(CONFIGS / f"dataset-heldout-llzo-{name}.yaml")
+    assert list(cfg.families) == ["li_llzo_li"] and cfg.families["li_llzo_li"]["runs"] == 12
+    fam = _family_obj("li_llzo_li", cfg.family_files, cfg.randomize_override)
+    return [sample_params(fam, np.random.default_rng(run_seed(cfg.seed, "li_llzo_li", i))).to_dict()
+            for i in range(n)]
+
+
+def test_the_two_sets_differ_only_in_the_stage3_charge():
+    timing, control = _draws("timing"), _draws("control")
+    q_t = np.array([d["cell"][KEY] for d in timing])
+    q_c = np.array([d["cell"][KEY] for d in control])
+    # control: the family's own range; timing: a wider one, reaching both sides of it
+    assert (q_c >= 7.5).all() and (q_c <= 11.5).all()
+    assert (q_t >= 3.0).all() and (q_t <= 24.0).all()
+    assert (q_t < 7.5).any() and (q_t > 11.5).any()
+    for a, b in zip(timing, control):     # every other drawn value is the same
+        for d in (a, b):
+            d["cell"].pop(KEY), d.pop("randomize")
+        assert a == b
