@@ -103,6 +103,13 @@ def paired_difference(a: dict[str, float], b: dict[str, float], *, n_boot: int =
             "n_better": int((d > 1e-9).sum()), "n_worse": int((d < -1e-9).sum())}
 
 
+def format_paired(label: str, d: dict) -> str:
+    """One line for a :func:`paired_difference` result."""
+    return (f"{label}: {d['mean']:+.3f} macro-F1 over {d['n_runs']} runs (paired bootstrap 95 % "
+            f"interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}; better on {d['n_better']}, "
+            f"worse on {d['n_worse']})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path, help="dataset folder (lisentry datasets build)")
@@ -227,9 +234,7 @@ def main(argv=None) -> int:
             for name in names:
                 d = paired_difference(model_runs, results["methods"][name]["eval"][sset]["per_run_macro_f1"])
                 results["paired"][f"{sset}:model-{name}"] = d
-                print(f"{sset}: model - {LABELS[name]}: {d['mean']:+.3f} macro-F1 over {d['n_runs']} "
-                      f"runs (paired bootstrap 95 % interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}; "
-                      f"better on {d['n_better']}, worse on {d['n_worse']})")
+                print(format_paired(f"{sset}: model - {LABELS[name]}", d))
     results["table"] = [{"set": s, "method": m, **row, "fit_s": f} for s, m, row, f in rows]
     if a.out:
         _log(f"results written to {save_json(results, a.out)}")

@@ -42,7 +42,8 @@ from lisentry.training.data import RunTensors, load_runs, widen_runs
 from lisentry.training.evaluate import evaluate_predictions, predict_runs, save_json, tune_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_models import _per_run, format_comparison, paired_difference, summary_row  # noqa: E402
+from compare_models import (_per_run, format_comparison, format_paired,  # noqa: E402
+                            paired_difference, summary_row)
 
 
 
@@ -147,11 +148,9 @@ def main(argv=None) -> int:
                 d = paired_difference(per["model"], per[base])
                 results["paired"][f"{key}:model-{base}"] = d
     print(format_comparison(rows))
-    for k, d in results["paired"].items():
-        print(f"{k}: {d['mean']:+.3f} ({d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}; better on "
-              f"{d['n_better']}, worse on {d['n_worse']} of {d['n_runs']} runs)")
+    print("\n".join(format_paired(k, d) for k, d in results["paired"].items()))
     if a.out:
-        _log(f"results written to {save_json(results, a.out)}")
+        save_json(results, a.out)   # the path the user gave
     return 0
 
 

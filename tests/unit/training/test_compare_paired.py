@@ -34,3 +34,10 @@ def test_paired_difference_of_identical_methods_is_exactly_zero():
 def test_per_run_skips_runs_without_a_score():
     res = {"per_run": [{"run_id": "a", "macro_f1": 0.5}, {"run_id": "b", "macro_f1": None}]}
     assert cm._per_run(res) == {"a": 0.5}
+
+
+def test_format_paired_names_the_pair_and_the_interval():
+    d = cm.paired_difference({"a": 0.9, "b": 0.8}, {"a": 0.7, "b": 0.8}, n_boot=200)
+    line = cm.format_paired("heldout: model - HGB", d)
+    assert line.startswith("heldout: model - HGB: +0.100 macro-F1 over 2 runs")
+    assert "better on 1, worse on 0" in line
