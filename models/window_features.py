@@ -482,6 +482,13 @@ class WindowFeatureState:
         return st
 
 
+def _asinh_scaled(raw: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray]:
+    """``(asinh(raw / scale) with 0 where raw is not finite, finite mask)``: how a model reads
+    its window features."""
+    ok = np.isfinite(raw)
+    return np.where(ok, np.arcsinh(np.where(ok, raw, 0.0) / scale), 0.0), ok
+
+
 @dataclass(frozen=True)
 class WindowInputs:
     """The window features as extra model inputs: scaled, masked, appended to the echem input.
@@ -550,9 +557,7 @@ class WindowInputs:
 
     def transform(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(values, mask)`` float32 ``(..., n)`` of raw :func:`window_features` ``(..., 31)``."""
-        raw = np.asarray(raw, dtype=float)[..., self._index]
-        ok = np.isfinite(raw)
-        z = np.where(ok, np.arcsinh(np.where(ok, raw, 0.0) / self.scale), 0.0)
+        z, ok = _asinh_scaled(np.asarray(raw, dtype=float)[..., self._index], self.scale)
         return z.astype(np.float32), ok.astype(np.float32)
 
     def widen(self, spectra, t_s, echem, echem_mask, *, state: bool = False):
@@ -586,10 +591,7 @@ class WindowInputs:
         echem, echem_mask = np.array(echem, copy=True), np.array(echem_mask, copy=True)
         for n in hist:
             j = self.names.index(n)
-            x = raw[n]
-            ok = np.isfinite(x)
-            echem[:, N_ECHEM + j] = np.where(ok, np.arcsinh(np.where(ok, x, 0.0) / self.scale[j]), 0.0)
-            echem_mask[:, N_ECHEM + j] = ok
+            echem[:, N_ECHEM + j], echem_mask[:, N_ECHEM + j] = _asinh_scaled(raw[n], self.scale[j])
         return echem, echem_mask
 
     def stream(self) -> WindowFeatureState:
