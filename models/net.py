@@ -27,6 +27,7 @@ state is a ``dict[str, torch.Tensor]`` and can be written with ``safetensors.tor
 from __future__ import annotations
 
 import math
+import numpy as np
 from typing import Mapping, Sequence
 
 import torch
@@ -156,6 +157,10 @@ class LisentryNet(nn.Module):
     branch_echem : bool
         Also give each branch the echem embedding (potential, current...), so that it can time
         its decision by the electrochemistry; the spectrum it sees stays its own window.
+    echem_bins : int
+        0 (off) or the number of bins of a piecewise-linear encoding of each echem column,
+        appended to the echem MLP's input. The bin edges are the column's training quantiles
+        (:meth:`fit_echem_edges`, called by the trainer) and travel with the weights.
 
     Examples
     --------
@@ -173,7 +178,7 @@ class LisentryNet(nn.Module):
                  ppm_step: float = 0.5, cnn_dropout: float = 0.0, cnn: bool = True,
                  heads: str = "softmax", branch_channels: Sequence[int] = (8, 16, 16),
                  branch_hidden: int = 24, branch_pooled_bins: int = 8,
-                 branch_echem: bool = False):
+                 branch_echem: bool = False, echem_bins: int = 0):
         super().__init__()
         _check("n_ppm", isinstance(n_ppm, int) and n_ppm >= 8, "an int >= 8", n_ppm)
         _check("n_echem", isinstance(n_echem, int) and n_echem >= 1, "an int >= 1", n_echem)
@@ -191,6 +196,8 @@ class LisentryNet(nn.Module):
         _check("cnn_dropout", 0.0 <= cnn_dropout < 1.0, "in [0, 1)", cnn_dropout)
         _check("input_scale", math.isfinite(input_scale) and input_scale > 0, "> 0", input_scale)
         _check("heads", heads in HEADS, f"one of {HEADS}", heads)
+        _check("echem_bins", isinstance(echem_bins, int) and (echem_bins == 0 or echem_bins >= 2),
+               "0 (off) or an int >= 2", echem_bins)
         if heads == "factored":
             _check("classes", tuple(classes) == tuple(CLASSES),
                    f"{list(CLASSES)} (in that order) with heads='factored'", classes)
@@ -207,6 +214,8 @@ class LisentryNet(nn.Module):
                            descriptors=bool(descriptors), ppm_min=float(ppm_min),
                            ppm_step=float(ppm_step), cnn_dropout=float(cnn_dropout),
                            cnn=bool(cnn), heads=heads)
+        if echem_bins:
+            self.config.update(echem_bins=int(echem_bins))
         if heads == "factored":
             self.config.update(branch_channels=list(branch_channels),
                                branch_hidden=int(branch_hidden),
@@ -220,7 +229,17 @@ class LisentryNet(nn.Module):
 
         self.conv, n_out = _conv_encoder(channels, pooled_bins)
         self.spec_proj = nn.Sequential(nn.Linear(n_out, hidden), nn.GELU())
-        self.echem_mlp = nn.Sequential(nn.Linear(2 * n_echem, echem_hidden), nn.GELU(),
+        self.echem_bins = int(echem_bins)
+        if self.echem_bins:
+            # Piecewise-linear encoding of each echem column over bins between its training
+            # quantiles (Gorishniy et al. 2022): a sharp threshold on one input (the CV-hold
+            # current at which cluster growth ends) is then one weight, not a fold of the MLP.
+            # The edges are fitted on the training runs (fit_echem_edges) and saved with the
+            # weights; these defaults only make an unfitted net usable.
+            self.register_buffer("echem_edges", torch.linspace(-3.0, 3.0, self.echem_bins + 1)
+                                 .repeat(n_echem, 1))
+        n_echem_in = 2 * n_echem + n_echem * self.echem_bins
+        self.echem_mlp = nn.Sequential(nn.Linear(n_echem_in, echem_hidden), nn.GELU(),
                                        nn.Linear(echem_hidden, echem_hidden), nn.GELU())
         self.descriptors = None
         if not cnn:
@@ -315,7 +334,11 @@ class LisentryNet(nn.Module):
         if e_mask is not None:
             em = em & (e_mask > 0.5)
         ev = torch.where(em, e, torch.zeros((), device=e.device))
-        z = self.echem_mlp(torch.cat([ev, em.to(ev.dtype)], dim=-1))
+        emf = em.to(ev.dtype)
+        if self.echem_bins:
+            z = self.echem_mlp(torch.cat([ev, emf, self._piecewise_linear(ev, emf)], dim=-1))
+        else:
+            z = self.echem_mlp(torch.cat([ev, emf], dim=-1))
         parts.append(z)
         desc = None
         if self.descriptors is not None:
@@ -331,6 +354,34 @@ class LisentryNet(nn.Module):
                     extra.append(z)
                 zb.append(br.embed(chans, torch.cat(extra, -1) if extra else None))
         return self.fuse(torch.cat(parts, dim=-1)), zb
+
+    def _piecewise_linear(self, ev: torch.Tensor, emf: torch.Tensor) -> torch.Tensor:
+        """(N, F) echem values -> (N, F * bins): per column and bin, the position of the value
+        inside the bin (0 below it, 1 above it); zero where the value is missing."""
+        lo, hi = self.echem_edges[:, :-1], self.echem_edges[:, 1:]
+        width = (hi - lo).clamp_min(1e-6)
+        u = ((ev.unsqueeze(-1) - lo) / width).clamp(0.0, 1.0) * emf.unsqueeze(-1)
+        return u.flatten(-2)
+
+    @torch.no_grad()
+    def fit_echem_edges(self, values: np.ndarray, observed: np.ndarray) -> None:
+        """Set the piecewise-linear bin edges of each echem column to quantiles of its observed
+        training values (``values``, ``observed``: (frames, n_echem)). A column with fewer
+        distinct values than bins (a flag, a mostly-zero rate) gets repeated edges, whose
+        bins then act as steps at those values. No-op without ``echem_bins``."""
+        if not self.echem_bins:
+            return
+        values, observed = np.asarray(values, float), np.asarray(observed, bool)
+        if values.ndim != 2 or values.shape[1] != self.n_echem or values.shape != observed.shape:
+            raise ValueError(f"fit_echem_edges needs (frames, {self.n_echem}) values and mask; "
+                             f"got {values.shape} and {observed.shape}")
+        q = np.linspace(0.0, 1.0, self.echem_bins + 1)
+        edges = self.echem_edges.detach().cpu().numpy().copy()
+        for j in range(self.n_echem):
+            col = values[observed[:, j] & np.isfinite(values[:, j]), j]
+            if col.size >= 2:
+                edges[j] = np.quantile(col, q)
+        self.echem_edges.copy_(torch.as_tensor(edges, dtype=self.echem_edges.dtype))
 
     def _split_state(self, h: torch.Tensor):
         if self.branches is None:

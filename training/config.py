@@ -341,6 +341,7 @@ MODEL_SCHEMA: dict[str, dict[str, Param]] = {
         "cnn": _BOOL, "heads": Param("choice", choices=("softmax", "factored")),
         "branch_channels": Param("ints", 1), "branch_hidden": _int(1),
         "branch_pooled_bins": _int(1), "branch_echem": _BOOL, "aux": Param("strs"),
+        "echem_bins": _int(0),
     },
 }
 

@@ -169,6 +169,9 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
     seed_everything(int(seed))
     step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
     model = _new_model(cfg, ds)
+    if not cfg["init_from"] and hasattr(model, "fit_echem_edges"):
+        model.fit_echem_edges(np.concatenate([r.echem for r in train_runs]),
+                              np.concatenate([r.echem_mask for r in train_runs]) > 0.5)
     model.to(device)
     weights = class_weights(train_runs, tc["class_weight"])
     weights = weights.to(device) if weights is not None else None

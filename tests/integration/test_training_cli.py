@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +164,8 @@ def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
     """``inputs.window_features``: the HGB's spectral window features enter the model as extra
     echem inputs, scaled on the training runs and recorded in the card; ``evaluate`` and
     ``label`` (on a Bruker + EC-Lab run, frame by frame) compute them the same way.
-    ``train.min_epochs`` holds early stopping off until that epoch."""
+    ``train.min_epochs`` holds early stopping off until that epoch. ``model.echem_bins``: the
+    piecewise-linear bin edges are fitted on the training runs and travel with the weights."""
     import pandas as pd
     from lisentry.datasets.sim.run import simulate_run, write_run
     from lisentry.models.features import N_ECHEM
@@ -172,8 +174,15 @@ def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
     res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
                    "--set", f"out={out}", "--set", "inputs.window_features=true",
                    "--set", "train.epochs=3", "--set", "train.patience=1",
-                   "--set", "train.min_epochs=3", "--set", "train.lr=1e-9", cwd=smoke)
+                   "--set", "train.min_epochs=3", "--set", "train.lr=1e-9",
+                   "--set", "model.echem_bins=4", cwd=smoke)
     card = json.loads((out / "card.json").read_text())
+    assert card["model"]["kwargs"]["echem_bins"] == 4
+    from lisentry.models.bundle import load_bundle
+    edges = load_bundle(out).model.echem_edges.numpy()
+    assert edges.shape == (N_ECHEM + len(MODEL_FEATURES), 5) and np.all(np.diff(edges, axis=1) >= 0)
+    # fitted, not the constructor's placeholder edges (-3 ... 3 on every column)
+    assert not np.allclose(edges, np.linspace(-3, 3, 5))
     assert card["model"]["kwargs"]["n_echem"] == N_ECHEM + len(MODEL_FEATURES)
     wf = card["inputs"]["window_features"]
     assert wf["names"] == list(MODEL_FEATURES) and len(wf["scale"]) == 20 and min(wf["scale"]) > 0

@@ -318,3 +318,31 @@ def test_resaving_removes_a_previous_ood_scorer(tmp_path):
     expect = hashlib.sha256(b"card.json\0" + (d / "card.json").read_bytes() + b"weights.safetensors\0"
                             + (d / "weights.safetensors").read_bytes()).hexdigest()
     assert bundle_hash(d) == expect == load_bundle(d).sha256
+
+
+def test_binned_echem_edges_travel_with_the_weights(tmp_path):
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=64, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                      echem_bins=3).eval()
+    values = np.random.default_rng(0).normal(2.0, 5.0, size=(300, N_ECHEM))
+    net.fit_echem_edges(values, np.ones_like(values, bool))
+    card = {"ppm_grid": GRID, "processing": PROC, "temperature": 1.0, "horizon_s": 3600,
+            "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION}}
+    b = load_bundle(save_bundle(tmp_path / "binned", net, card), expect_grid=GRID)
+    torch.testing.assert_close(b.model.echem_edges, net.echem_edges, atol=0, rtol=0)
+    x, e = torch.rand(1, 6, 64), torch.randn(1, 6, N_ECHEM) * 5
+    with torch.no_grad():
+        torch.testing.assert_close(b.model(x, e)["logits"], net(x, e)["logits"], atol=0, rtol=0)
+
+
+def test_onnx_export_of_a_binned_echem_model(tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from lisentry.models.onnx_export import check_onnx
+    torch.manual_seed(0)
+    net = LisentryNet(n_ppm=1001, hidden=8, channels=(4, 4), pooled_bins=4, echem_hidden=4,
+                      echem_bins=4).eval()
+    values = np.random.default_rng(1).normal(size=(200, N_ECHEM))
+    net.fit_echem_edges(values, np.ones_like(values, bool))
+    r = check_onnx(net, export_onnx(net, tmp_path / "b.onnx"), n_frames=12)
+    assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4

@@ -323,3 +323,61 @@ def test_factored_branches_with_echem_see_their_window_and_the_echem():
     torch.testing.assert_close(c1, c0, atol=1e-5, rtol=0)
     torch.testing.assert_close(p1, p0, atol=1e-5, rtol=0)
     assert (c2 - c0).abs().max() > 1e-4 and (p2 - p0).abs().max() > 1e-4
+
+
+def _binned_net(bins: int = 4) -> LisentryNet:
+    net = small_net(echem_bins=bins)
+    g = np.random.default_rng(3)
+    values = g.normal(size=(400, N_ECHEM))
+    values[:, 1] = np.where(g.random(400) < 0.7, 0.0, values[:, 1])  # a mostly-zero column
+    net.fit_echem_edges(values, np.ones_like(values, bool))
+    return net
+
+
+def test_piecewise_linear_echem_edges_are_training_quantiles_and_encode_position():
+    net = _binned_net(4)
+    edges = net.echem_edges.numpy()
+    assert edges.shape == (N_ECHEM, 5)
+    assert np.all(np.diff(edges, axis=1) >= 0)
+    # a value at a column's median fills the lower half of the bins exactly
+    v = torch.tensor(edges[:, 2], dtype=torch.float32)[None]
+    u = net._piecewise_linear(v, torch.ones_like(v)).view(N_ECHEM, 4)
+    torch.testing.assert_close(u[0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    # below the lowest edge all zero, above the highest all one; a missing value all zero
+    lo = torch.full((1, N_ECHEM), -1e3)
+    hi = torch.full((1, N_ECHEM), 1e3)
+    assert net._piecewise_linear(lo, torch.ones_like(lo)).abs().sum() == 0
+    assert torch.all(net._piecewise_linear(hi, torch.ones_like(hi)) == 1)
+    assert net._piecewise_linear(hi, torch.zeros_like(hi)).abs().sum() == 0
+    # unobserved training values do not move the edges
+    other = np.full((400, N_ECHEM), 50.0)
+    before = net.echem_edges.clone()
+    net.fit_echem_edges(other, np.zeros_like(other, bool))
+    torch.testing.assert_close(net.echem_edges, before, atol=0, rtol=0)
+    with pytest.raises(ValueError, match=f"needs \\(frames, {N_ECHEM}\\)"):
+        net.fit_echem_edges(np.zeros((5, 3)), np.ones((5, 3), bool))
+    with pytest.raises(ConfigError, match="echem_bins"):
+        small_net(echem_bins=1)
+
+
+def test_binned_echem_streams_like_the_batch_and_masks_missing_values():
+    net = _binned_net(4)
+    assert net.config["echem_bins"] == 4 and "echem_bins" not in small_net().config
+    x, e = data()
+    with torch.no_grad():
+        out = net(x, e)
+        st, got = net.init_state(3), []
+        for t in range(e.shape[1]):
+            o, st = net.step(x[:, t], e[:, t], st)
+            got.append(o["logits"])
+    torch.testing.assert_close(torch.stack(got, 1), out["logits"], atol=1e-5, rtol=0)
+    e_nan, e_zero = e.clone(), e.clone()
+    e_nan[:, 2, 0], e_zero[:, 2, 0] = float("nan"), 0.0
+    mask = torch.ones_like(e)
+    mask[:, 2, 0] = 0
+    with torch.no_grad():
+        a = net(x, e_nan)["logits"]
+        c = net(x, e_zero, echem_mask=mask)["logits"]
+        b = net(x, e_zero)["logits"]
+    torch.testing.assert_close(a, c, atol=0, rtol=0)
+    assert not torch.allclose(a[:, 2], b[:, 2])
