@@ -49,6 +49,11 @@ AUX_SCALES: Mapping[str, float] = {"cluster_shift_ppm": 100.0}
 _KERNELS = (9, 7, 5, 5, 5, 5)
 
 
+#: Edge of an echem column left out of the piecewise-linear encoding: above any input, so
+#: its bins read 0 (finite, so that the encoding stays finite in float32).
+_UNBINNED_EDGE = 1e30
+
+
 def _check(name: str, ok: bool, cond: str, got) -> None:
     if not ok:
         raise ConfigError(f"The '{name}' parameter of LisentryNet must be {cond}. Got {got!r}.")
@@ -364,22 +369,32 @@ class LisentryNet(nn.Module):
         return u.flatten(-2)
 
     @torch.no_grad()
-    def fit_echem_edges(self, values: np.ndarray, observed: np.ndarray) -> None:
+    def fit_echem_edges(self, values: np.ndarray, observed: np.ndarray,
+                        columns: np.ndarray | None = None) -> None:
         """Set the piecewise-linear bin edges of each echem column to quantiles of its observed
         training values (``values``, ``observed``: (frames, n_echem)). A column with fewer
         distinct values than bins (a flag, a mostly-zero rate) gets repeated edges, whose
-        bins then act as steps at those values. No-op without ``echem_bins``."""
+        bins then act as steps at those values. ``columns`` (n_echem bools, default all): the
+        columns to bin; the others get edges above any value, so their encoding is always 0.
+        No-op without ``echem_bins``."""
         if not self.echem_bins:
             return
         values, observed = np.asarray(values, float), np.asarray(observed, bool)
         if values.ndim != 2 or values.shape[1] != self.n_echem or values.shape != observed.shape:
             raise ValueError(f"fit_echem_edges needs (frames, {self.n_echem}) values and mask; "
                              f"got {values.shape} and {observed.shape}")
+        columns = (np.ones(self.n_echem, bool) if columns is None
+                   else np.asarray(columns, bool).reshape(-1))
+        if columns.shape != (self.n_echem,):
+            raise ValueError(f"fit_echem_edges columns must be {self.n_echem} bools; "
+                             f"got {columns.shape[0]}")
         q = np.linspace(0.0, 1.0, self.echem_bins + 1)
         edges = self.echem_edges.detach().cpu().numpy().copy()
         for j in range(self.n_echem):
             col = values[observed[:, j] & np.isfinite(values[:, j]), j]
-            if col.size >= 2:
+            if not columns[j]:
+                edges[j] = _UNBINNED_EDGE
+            elif col.size >= 2:
                 edges[j] = np.quantile(col, q)
         self.echem_edges.copy_(torch.as_tensor(edges, dtype=self.echem_edges.dtype))
 

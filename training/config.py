@@ -126,7 +126,7 @@ DEFAULTS: dict[str, Any] = {
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs;
     # window_feature_set "all": all 31 (the potentiostat's 11 too); "all_but_minimum": all but
     # the running potential minimum.
-    "inputs": {"window_features": False, "window_feature_set": "spectral"},
+    "inputs": {"window_features": False, "window_feature_set": "spectral", "binned_features": []},
 }
 
 
@@ -326,6 +326,7 @@ SCHEMA: dict[str, Param] = {
     "ensemble.workers": _int(1),
     "inputs.window_features": _BOOL,
     "inputs.window_feature_set": Param("choice", choices=("spectral", "all", "all_but_minimum")),
+    "inputs.binned_features": Param("strs", note="empty = all the model's echem inputs"),
 }
 
 #: Constructor arguments the trainer supplies itself (from the data): never in the config.

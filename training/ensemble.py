@@ -38,6 +38,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
     # settings added later, at the values that reproduce configs from before they existed,
     # leave the key (and so the reuse of members trained then) unchanged
+    if "binned_features" in d.get("inputs", {}) and not d["inputs"]["binned_features"]:
+        d["inputs"].pop("binned_features")
     if d.get("inputs", {}).get("window_feature_set") == "spectral":
         d["inputs"].pop("window_feature_set")
     elif d.get("inputs", {}).get("window_feature_set") == "all" and d["inputs"].get("window_features"):

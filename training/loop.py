@@ -70,6 +70,29 @@ def build_model(cfg: TrainConfig, n_ppm: int, ppm_grid=None):
     return MODELS[name](n_ppm=n_ppm, n_echem=n_echem, classes=CLASSES, **mc)
 
 
+def echem_input_names(cfg: TrainConfig) -> tuple[str, ...]:
+    """Names of the model's echem input columns: the echem features, then the window features
+    of ``inputs`` (some names occur twice: the potentiostat's copies)."""
+    inputs = cfg["inputs"]
+    window = FEATURE_SETS[inputs["window_feature_set"]] if inputs["window_features"] else ()
+    return tuple(ECHEM_FEATURES) + tuple(window)
+
+
+def binned_columns(cfg: TrainConfig) -> np.ndarray | None:
+    """Which echem columns ``model.echem_bins`` encodes: those named in
+    ``inputs.binned_features`` (every column of a name), or all when the list is empty."""
+    want = list(cfg["inputs"].get("binned_features") or [])
+    if not want:
+        return None
+    names = echem_input_names(cfg)
+    unknown = [n for n in want if n not in names]
+    if unknown:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"inputs.binned_features: {unknown} are not inputs of this model; "
+                          f"expected some of {sorted(set(names))}")
+    return np.array([n in want for n in names])
+
+
 def _loss(model, batch, weights, aux_weight, run_balance: float = 0.0):
     from lisentry.models.net import aux_loss, classification_loss, run_balanced_weights
     out = model(batch["spectra"], batch["echem"], lengths=batch["lengths"],
@@ -171,7 +194,8 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
     model = _new_model(cfg, ds)
     if not cfg["init_from"] and hasattr(model, "fit_echem_edges"):
         model.fit_echem_edges(np.concatenate([r.echem for r in train_runs]),
-                              np.concatenate([r.echem_mask for r in train_runs]) > 0.5)
+                              np.concatenate([r.echem_mask for r in train_runs]) > 0.5,
+                              binned_columns(cfg))
     model.to(device)
     weights = class_weights(train_runs, tc["class_weight"])
     weights = weights.to(device) if weights is not None else None

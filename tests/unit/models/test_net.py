@@ -381,3 +381,15 @@ def test_binned_echem_streams_like_the_batch_and_masks_missing_values():
         b = net(x, e_zero)["logits"]
     torch.testing.assert_close(a, c, atol=0, rtol=0)
     assert not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_unbinned_columns_encode_to_zero():
+    net = small_net(echem_bins=4)
+    values = np.random.default_rng(0).normal(size=(300, N_ECHEM))
+    cols = np.zeros(N_ECHEM, bool)
+    cols[1] = True
+    net.fit_echem_edges(values, np.ones_like(values, bool), cols)
+    u = net._piecewise_linear(torch.full((1, N_ECHEM), 1e6), torch.ones(1, N_ECHEM)).view(N_ECHEM, 4)
+    assert torch.all(u[1] == 1) and u[[0, *range(2, N_ECHEM)]].abs().sum() == 0
+    with pytest.raises(ValueError, match=f"columns must be {N_ECHEM} bools"):
+        net.fit_echem_edges(values, np.ones_like(values, bool), cols[:3])

@@ -133,7 +133,7 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
                "train.augment.drop_echem_prefix_max_frames=12"]
     base = load_train_config(cfg_path, neutral)
     older = base.to_dict()
-    older.pop("inputs")
+    older.pop("inputs")  # with inputs.binned_features, added later still
     older["train"].pop("min_epochs")
     older["train"]["augment"].pop("drop_current")
     older["train"]["augment"].pop("drop_echem_until_current")
@@ -141,6 +141,7 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     key = member_key(base, 0, "h", 1)
     assert member_key(TrainConfig(older), 0, "h", 1) == key
     for change in ("inputs.window_features=true", "train.min_epochs=45",
+                   "inputs.binned_features=[current_asinh]",
                    "train.augment.drop_current=0.3", "train.augment.drop_echem_until_current=0.3"):
         assert member_key(load_train_config(cfg_path, neutral + [change]),
                           0, "h", 1) != key
@@ -154,3 +155,20 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
                       0, "h", 1) != member_key(spectral, 0, "h", 1)
     with pytest.raises(ConfigError, match="window_feature_set"):
         load_train_config(cfg_path, ["inputs.window_feature_set=potentiostat"])
+
+
+def test_binned_features_name_the_models_columns():
+    from lisentry.models.features import ECHEM_FEATURES
+    from lisentry.training.loop import binned_columns, echem_input_names
+    c = load_train_config(None, ["dataset=x", "inputs.window_features=true",
+                                 "inputs.window_feature_set=all_but_minimum",
+                                 "inputs.binned_features=[current_asinh, metal_snr]"])
+    names = echem_input_names(c)
+    cols = binned_columns(c)
+    assert names[:len(ECHEM_FEATURES)] == tuple(ECHEM_FEATURES) and len(cols) == len(names)
+    # the echem block's current and its potentiostat copy among the window features, and metal_snr
+    assert [n for n, b in zip(names, cols) if b] == ["current_asinh", "metal_snr", "current_asinh"]
+    assert binned_columns(load_train_config(None, ["dataset=x"])) is None  # empty: all columns
+    bad = load_train_config(None, ["dataset=x", "inputs.binned_features=[metal_snr]"])
+    with pytest.raises(ConfigError, match=r"inputs.binned_features: \['metal_snr'\] are not inputs"):
+        binned_columns(bad)  # no window features: metal_snr is not an input
