@@ -75,6 +75,12 @@ magnitude over the training runs (recorded in the card). The detector computes t
 frame from the same spectra. ``inputs.window_feature_set: all`` gives it all 31, the 11
 potentiostat summaries too (potential change over 3 frames, running potential minimum, ...);
 ``all_but_minimum`` all but the running potential minimum.
+
+Binned echem inputs: ``model.echem_bins: 8`` also encodes each echem input column (with the
+window features) piecewise-linearly over 8 bins between its training quantiles, so that the
+network can make sharp steps on one input as trees do; the trainer fits the edges, which are
+saved with the weights. ``inputs.binned_features: [current_asinh, ...]`` bins only the named
+columns (default: all). Off by default (README, results of 2026-12-07, fourth part).
 """
 from __future__ import annotations
 
