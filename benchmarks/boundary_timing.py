@@ -136,12 +136,10 @@ def format_summary(name: str, s: dict) -> str:
     lines.append("  spurious episodes (frames): " + ", ".join(
         f"{c} {s['spurious_episodes'][c]} ({s['spurious_frames'][c]})"
         for c in sorted(s["spurious_episodes"])) if s["spurious_episodes"] else "  spurious episodes: none")
-    for k, fams in s.get("missed_by_family", {}).items():
-        lines.append(f"  missed {k}: " + ", ".join(f"{f} {n}" for f, n in fams.items()))
-    for k, fams in s.get("early_by_family", {}).items():
-        lines.append(f"  3+ frames early {k}: " + ", ".join(f"{f} {n}" for f, n in fams.items()))
-    for k, fams in s.get("spurious_by_family", {}).items():
-        lines.append(f"  spurious {k}: " + ", ".join(f"{f} {n}" for f, n in fams.items()))
+    for what, key in (("missed", "missed_by_family"), ("3+ frames early", "early_by_family"),
+                      ("spurious", "spurious_by_family")):
+        for k, fams in s.get(key, {}).items():
+            lines.append(f"  {what} {k}: " + ", ".join(f"{f} {n}" for f, n in fams.items()))
     return "\n".join(lines)
 
 
