@@ -67,6 +67,11 @@ Early stopping: training stops after ``train.patience`` epochs without a better 
 macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
 schedule's learning rate is still high loses several points (README, seed studies).
 
+Epoch selection: ``train.select_by`` picks the validation score that chooses the best epoch
+(and judges the weight average): ``per_run`` (default), the mean per-run macro-F1 the issue
+asks for, or ``pooled``, the macro-F1 of all validation frames pooled, which one spurious
+frame in a short run moves far less (README, results of 2026-12-07, fourth part).
+
 Window features: ``inputs.window_features: true`` gives the model the 20 spectral features of
 the feature baseline (window integrals against the run's first frames, peak positions, their
 rates over 1 and 3 frames, noise-scaled SNRs; :mod:`lisentry.models.window_features`) next to
@@ -108,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
               "input_scale": 1.0},
     "train": {"epochs": 40, "lr": 2e-3, "weight_decay": 1e-4, "batch_runs": 8, "patience": 6, "min_epochs": 0,
               "max_minutes": 18.0, "aux_weight": 0.3, "class_weight": "sqrt_balanced",
-              "run_balance": 0.0, "weight_average_from": 0.0, "device": "auto", "threads": 0, "grad_clip": 1.0,
+              "run_balance": 0.0, "weight_average_from": 0.0, "select_by": "per_run", "device": "auto", "threads": 0, "grad_clip": 1.0,
               "augment": {"intensity_jitter": 0.1, "shift_ppm": 1.0, "drop_echem": 0.15,
                           "drop_echem_prefix": 0.0, "drop_echem_prefix_max_frames": 12,
                           "drop_echem_until_current": 0.0,
@@ -298,6 +303,7 @@ SCHEMA: dict[str, Param] = {
     "train.class_weight": Param("choice", choices=("none", "balanced", "sqrt_balanced")),
     "train.run_balance": _FRAC,
     "train.weight_average_from": _float(0, 1, note="0 = off"),
+    "train.select_by": Param("choice", choices=("per_run", "pooled")),
     "train.device": Param("choice", choices=("auto", "cpu", "cuda")),
     "train.threads": _int(0, note="0 = torch's default"),
     "train.grad_clip": _float(0, optional=True, note="0 or null = off"),

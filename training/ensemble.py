@@ -47,6 +47,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
         d["inputs"]["log_history"] = "restarted"
     if d.get("inputs") == {"window_features": False}:
         d.pop("inputs")
+    if d["train"].get("select_by", "per_run") == "per_run":
+        d["train"].pop("select_by", None)
     if d["train"].get("min_epochs", 0) == 0:
         d["train"].pop("min_epochs", None)
     if d["train"].get("augment", {}).get("drop_current", 0.0) == 0.0:

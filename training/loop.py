@@ -93,6 +93,20 @@ def binned_columns(cfg: TrainConfig) -> np.ndarray | None:
     return np.array([n in want for n in names])
 
 
+def selection_score(val_overall: dict, select_by: str = "per_run") -> float:
+    """The validation score that picks a member's best epoch (``train.select_by``).
+
+    ``per_run``: the mean per-run macro-F1, the issue's metric. ``pooled``: the macro-F1 of
+    the frames pooled over the runs (the mean of ``per_class_f1``). One spurious frame can move
+    a run's macro-F1 by a third, so the per-run mean over ~60 validation runs jumps from epoch to
+    epoch; the pooled score weighs every frame alike and picks among epochs less by luck."""
+    if select_by == "pooled":
+        vals = [v for v in val_overall["per_class_f1"].values()
+                if v is not None and not np.isnan(v)]
+        return float(np.mean(vals)) if vals else 0.0
+    return float(val_overall["macro_f1_mean"] or 0.0)
+
+
 def _loss(model, batch, weights, aux_weight, run_balance: float = 0.0):
     from lisentry.models.net import aux_loss, classification_loss, run_balanced_weights
     out = model(batch["spectra"], batch["echem"], lengths=batch["lengths"],
@@ -234,7 +248,7 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
             wa.update(model)
         preds = predict_runs(model, val_runs, policy=policy, device=device)
         val = evaluate_predictions(val_runs, preds, cfg["detector"]["horizon_s"])["overall"]
-        f1 = val["macro_f1_mean"] or 0.0
+        f1 = selection_score(val, tc.get("select_by", "per_run"))
         history.append([float(np.mean(losses)), float(f1)])
         if on_epoch is not None:
             on_epoch(epoch, float(np.mean(losses)), float(f1))
@@ -267,8 +281,9 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
     if wa is not None and wa.n:
         # The averaged weights compete with the best single epoch on the same validation runs.
         model.load_state_dict(wa.state_dict())
-        wa_f1 = evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy, device=device),
-                                     cfg["detector"]["horizon_s"])["overall"]["macro_f1_mean"] or 0.0
+        wa_f1 = selection_score(
+            evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy, device=device),
+                                 cfg["detector"]["horizon_s"])["overall"], tc.get("select_by", "per_run"))
         print(f"weight average of {wa.n} epochs: val macro-F1 {wa_f1:.3f} "
               f"(best single epoch {best:.3f})", file=sys.stderr)
         if wa_f1 > best:

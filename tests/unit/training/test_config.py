@@ -141,7 +141,7 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     key = member_key(base, 0, "h", 1)
     assert member_key(TrainConfig(older), 0, "h", 1) == key
     for change in ("inputs.window_features=true", "train.min_epochs=45",
-                   "inputs.binned_features=[current_asinh]",
+                   "inputs.binned_features=[current_asinh]", "train.select_by=pooled",
                    "train.augment.drop_current=0.3", "train.augment.drop_echem_until_current=0.3"):
         assert member_key(load_train_config(cfg_path, neutral + [change]),
                           0, "h", 1) != key
