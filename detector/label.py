@@ -113,7 +113,10 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
     stem = output_stem(job.out)
     if plot or report:
         from lisentry.detector.plots import plot_run
-        plot_run(run, Path(f"{stem}.png"), labels=labels, title=f"{run.run_id}: predicted labels")
+        latents = {k: [float("nan") if r.get(k) is None else r[k] for r in rows] for k in
+                   ("cluster_amount", "metal_amount", "ce_amount", "cluster_shift_ppm")}
+        plot_run(run, Path(f"{stem}.png"), labels=labels, latents=latents,
+                 title=f"{run.run_id}: predicted labels and latent estimates")
     if report:
         from lisentry.detector.report import write_report
         write_report(Path(f"{stem}.html"), run, rows, Path(f"{stem}.png"), bundle)
