@@ -247,8 +247,8 @@ POTENTIOSTAT_FEATURES: tuple[str, ...] = _ECHEM_KEYS + (
 #: The window features a model reads (:class:`WindowInputs`): the 20 read off the spectra. The
 #: potentiostat's are left to the model's own echem input: with them a model trained on
 #: simulated liquid Li | Li cycling (whose potential swings both ways) read the one-way galvanostatic
-#: real run's always-positive potential minimum as "no plating" for 26 h (README, 2026-12-06,
-#: fourth part).
+#: real run's always-positive potential minimum as "no plating" for 26 h
+#: (docs/results/journal.md, 2026-12-06, fourth part).
 MODEL_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in POTENTIOSTAT_FEATURES)
 N_MODEL_FEATURES = len(MODEL_FEATURES)
 

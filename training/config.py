@@ -41,7 +41,7 @@ that its noise level, estimated where no 7Li line is, grows by a log-uniform fac
 
 Physics descriptors: ``model.descriptors: true`` adds :mod:`lisentry.models.descriptors` to
 the model input (``model.cnn: false`` keeps only them; ``model.cnn_dropout`` drops a whole
-run's CNN embedding in training). See the README's leave-one-family-out section for what they
+run's CNN embedding in training). See the leave-one-family-out sections of docs/results/journal.md for what they
 changed.
 
 Factored heads: ``model.heads: factored`` builds the class definitions into the model: a
@@ -65,12 +65,12 @@ folder and reused when the run is restarted (:mod:`lisentry.training.ensemble`).
 
 Early stopping: training stops after ``train.patience`` epochs without a better validation
 macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
-schedule's learning rate is still high loses several points (README, seed studies).
+schedule's learning rate is still high loses several points (docs/results/journal.md, seed studies).
 
 Epoch selection: ``train.select_by`` picks the validation score that chooses the best epoch
 (and judges the weight average): ``per_run`` (default), the mean per-run macro-F1 the issue
 asks for, or ``pooled``, the macro-F1 of all validation frames pooled, which one spurious
-frame in a short run moves far less (README, results of 2026-12-07, fourth part).
+frame in a short run moves far less (docs/results/journal.md, 2026-12-07, fifth part).
 
 Window features: ``inputs.window_features: true`` gives the model the 20 spectral features of
 the feature baseline (window integrals against the run's first frames, peak positions, their
@@ -85,7 +85,7 @@ Binned echem inputs: ``model.echem_bins: 8`` also encodes each echem input colum
 window features) piecewise-linearly over 8 bins between its training quantiles, so that the
 network can make sharp steps on one input as trees do; the trainer fits the edges, which are
 saved with the weights. ``inputs.binned_features: [current_asinh, ...]`` bins only the named
-columns (default: all). Off by default (README, results of 2026-12-07, fourth part).
+columns (default: all). Off by default (docs/results/journal.md, 2026-12-07, fourth part).
 """
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_windows_from_audita(frames, real_run_dir):
 
 def test_convention_and_1r(frames, real_run_dir):
     """The stored FID gives ascending frequency after fftshift(fft); the metal line of frame 1
-    sits near 248 ppm (README), as in TopSpin's 1r."""
+    sits near 248 ppm (docs/real_run.md), as in TopSpin's 1r."""
     f = frames[0]
     n = f.fid.size
     t = np.arange(n) / f.acq.sw_Hz

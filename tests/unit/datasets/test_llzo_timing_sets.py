@@ -1,5 +1,5 @@
 """configs/dataset-heldout-llzo-{timing,control}.yaml: the same Li | LLZO | Li runs, apart from
-the stage-3 dendrite charge (README, results of 2026-12-07, third part)."""
+the stage-3 dendrite charge (docs/results/journal.md, 2026-12-07, third part)."""
 from __future__ import annotations
 
 from pathlib import Path
