@@ -109,7 +109,7 @@ def figure_run(run: Run, *, ppm_range: tuple[float, float] = (0.0, 300.0),
         if on.any():
             ax_map.plot(shift[on], t_h[on], "o", ms=2.5, mfc="none", mec="w", mew=0.6,
                         label="estimated cluster shift")
-            ax_map.legend(loc="upper right", fontsize=7, frameon=False, labelcolor="w")
+            ax_map.legend(loc="lower left", fontsize=7, frameon=False, labelcolor="w")
     ax_map.invert_xaxis()  # NMR convention: ppm decreases to the right
     ax_map.set_xlabel("7Li shift (ppm)")
     ax_map.set_ylabel("time (h)")
@@ -126,7 +126,7 @@ def figure_run(run: Run, *, ppm_range: tuple[float, float] = (0.0, 300.0),
             ax_lat.plot(latents[k], t_h, color=colour, lw=1, label=name)
         ax_lat.set_xlabel("estimated amount\n(of initial 7Li signal)")
         ax_lat.tick_params(labelleft=False)
-        ax_lat.legend(loc="upper right", fontsize=7, frameon=False)
+        ax_lat.legend(loc="best", fontsize=7, frameon=False)
     if labels is not None:
         for i, lab in enumerate(labels):
             ax_pot.axhspan(t_edges[i], t_edges[i + 1], xmin=0.0, xmax=0.06,
