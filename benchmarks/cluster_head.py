@@ -1,0 +1,132 @@
+"""How far to trust the cluster head: its estimated cluster amount against the simulator's
+latent truth, on cluster-free frames and on frames with a cluster.
+
+The detector reports ``cluster_shift_ppm`` only where the estimated cluster amount is at least
+``lisentry.detector.online.CLUSTER_SHIFT_MIN_AMOUNT`` (the detection limit, 0.005 of the run's
+initial 7Li signal). This script measures, for that and other reporting thresholds, the share
+of cluster-free frames (true amount below ``--free-below``) that would still get a shift
+("spurious") and the share of frames with a true cluster at or above the detection limit that
+keep theirs ("kept"), plus the estimate's error and its largest value on cluster-free frames by
+family.
+
+Usage::
+
+    python benchmarks/cluster_head.py --model models/default data/train:val data/heldout \\
+        --out docs/results/cluster-head.json
+
+``DIR:SPLIT`` takes the runs of the bundle's recorded split (``val``, ``test``) of that dataset;
+a plain ``DIR`` takes all its runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.05)
+
+
+def threshold_table(estimate: np.ndarray, truth: np.ndarray, thresholds=THRESHOLDS, *,
+                    free_below: float = 1e-4, detect: float = 0.005) -> list[dict]:
+    """For each reporting threshold: the share of cluster-free frames whose estimate reaches it
+    (spurious) and the share of frames with a true cluster >= ``detect`` that reach it (kept).
+
+    Parameters
+    ----------
+    estimate, truth : array of float
+        Estimated and true cluster amounts per frame (fractions of the initial 7Li signal);
+        NaN truths are ignored.
+    """
+    e, t = np.asarray(estimate, float), np.asarray(truth, float)
+    ok = np.isfinite(t) & np.isfinite(e)
+    e, t = e[ok], t[ok]
+    free, real = t < free_below, t >= detect
+    rows = []
+    for th in thresholds:
+        rows.append({"threshold": float(th),
+                     "spurious": float(np.mean(e[free] >= th)) if free.any() else None,
+                     "kept": float(np.mean(e[real] >= th)) if real.any() else None,
+                     "n_free": int(free.sum()), "n_cluster": int(real.sum())})
+    return rows
+
+
+def family_errors(estimate: np.ndarray, truth: np.ndarray, family: np.ndarray, *,
+                  free_below: float = 1e-4) -> dict[str, dict]:
+    """Per family: mean absolute error of the estimate, and its largest value on cluster-free
+    frames (``None`` when the family has none)."""
+    e, t, f = np.asarray(estimate, float), np.asarray(truth, float), np.asarray(family)
+    out = {}
+    for fam in sorted(set(f.tolist())):
+        m = (f == fam) & np.isfinite(t)
+        free = m & (t < free_below)
+        out[fam] = {"mae": float(np.mean(np.abs(e[m] - t[m]))) if m.any() else None,
+                    "max_estimate_cluster_free": float(e[free].max()) if free.any() else None,
+                    "n_frames": int(m.sum())}
+    return out
+
+
+def _collect(bundle, spec: str):
+    from lisentry.datasets.store import Dataset
+    from lisentry.training.data import load_runs
+    from lisentry.training.evaluate import predict_runs
+    folder, _, split = spec.partition(":")
+    ds = Dataset(Path(folder))
+    ids = ds.run_ids
+    if split:
+        ids = [r for r in (bundle.card.get("training_split") or {}).get(split, []) if r in set(ids)]
+        if not ids:
+            raise SystemExit(f"error: {spec}: no runs of the bundle's split {split!r} in {folder}")
+    if "latent_cluster_amount" not in ds.frames.columns:
+        raise SystemExit(f"error: {folder}: no latent cluster amounts (a simulated dataset is needed)")
+    k = list(bundle.model.aux_names).index("cluster_amount")
+    runs = load_runs(ds, ids, window=bundle.window_inputs)
+    preds = predict_runs(bundle.model, runs, temperature=bundle.temperature)
+    frames = ds.frames
+    est, tru, fam = [], [], []
+    for r, p in zip(runs, preds):
+        t = frames[frames.run_id == r.run_id].sort_values("index")["latent_cluster_amount"].to_numpy()
+        est.append(p.aux[:, k]); tru.append(t); fam.append(np.full(len(t), r.family, dtype=object))
+    return np.concatenate(est), np.concatenate(tru), np.concatenate(fam)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sets", nargs="+", help="DIR or DIR:SPLIT (simulated datasets)")
+    ap.add_argument("--model", default="models/default")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    from lisentry.models.bundle import load_bundle
+    bundle = load_bundle(a.model)
+    result = {"model": a.model, "sets": {}}
+    for spec in a.sets:
+        est, tru, fam = _collect(bundle, spec)
+        free = tru < 1e-4
+        rows = threshold_table(est, tru)
+        result["sets"][spec] = {
+            "thresholds": rows,
+            "cluster_free_quantiles": dict(zip(("q90", "q95", "q99"),
+                                               np.quantile(est[free], [0.9, 0.95, 0.99]).tolist()))
+            if free.any() else None,
+            "by_family": family_errors(est, tru, fam)}
+        print(f"== {spec}: {rows[0]['n_free']} cluster-free frames, {rows[0]['n_cluster']} with a cluster")
+        print("threshold  spurious  kept")
+        for r in rows:
+            print(f"{r['threshold']:<9.3f}  {r['spurious'] if r['spurious'] is None else round(r['spurious'], 2)!s:<8}  "
+                  f"{r['kept'] if r['kept'] is None else round(r['kept'], 2)}")
+        for f, v in result["sets"][spec]["by_family"].items():
+            mx = v["max_estimate_cluster_free"]
+            print(f"  {f:28s} MAE {v['mae']:.4f}  max on cluster-free frames "
+                  f"{'-' if mx is None else f'{mx:.3f}'}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=2))
+        print(f"written to {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
