@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
+
+from lisentry.training.metrics import pooled_macro_f1
 
 
 def overall_of(spec: str) -> dict:
@@ -42,12 +43,6 @@ def overall_of(spec: str) -> dict:
         return d["methods"][parts[1]]["eval"][parts[2]]["overall"]
     except KeyError:
         raise SystemExit(f"error: {path}: no method {parts[1]!r} with set {parts[2]!r}")
-
-
-def pooled_macro_f1(overall: dict) -> float:
-    """Mean of the pooled per-class F1 over the classes that have one (present somewhere)."""
-    vals = [v for v in overall["per_class_f1"].values() if v is not None and not math.isnan(v)]
-    return sum(vals) / len(vals)
 
 
 def row(name: str, o: dict) -> list[str]:

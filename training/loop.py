@@ -31,6 +31,7 @@ from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
                                      noise_window_mask, widen_runs)
 from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
+from lisentry.training.metrics import pooled_macro_f1
 from lisentry.training.tracking import Tracker
 
 
@@ -101,9 +102,7 @@ def selection_score(val_overall: dict, select_by: str = "per_run") -> float:
     a run's macro-F1 by a third, so the per-run mean over ~60 validation runs jumps from epoch to
     epoch; the pooled score weighs every frame alike and picks among epochs less by luck."""
     if select_by == "pooled":
-        vals = [v for v in val_overall["per_class_f1"].values()
-                if v is not None and not np.isnan(v)]
-        return float(np.mean(vals)) if vals else 0.0
+        return float(pooled_macro_f1(val_overall) or 0.0)
     return float(val_overall["macro_f1_mean"] or 0.0)
 
 

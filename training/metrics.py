@@ -338,6 +338,14 @@ def _stats(xs: list[float]) -> dict:
             "mean": float(np.mean(xs)) if xs else None}
 
 
+def pooled_macro_f1(overall: dict) -> float | None:
+    """The frame-pooled macro-F1 of an :func:`aggregate` result: the mean of its pooled
+    ``per_class_f1`` over the classes that have one (present in some truth or prediction);
+    ``None`` when none has. Unlike ``macro_f1_mean`` it weighs every frame alike."""
+    vals = [v for v in overall["per_class_f1"].values() if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
 def aggregate(per_run: Sequence[dict]) -> dict:
     """Pool :func:`run_metrics` results over runs (JSON-safe).
 
