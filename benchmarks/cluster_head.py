@@ -7,7 +7,8 @@ initial 7Li signal). This script measures, for that and other reporting threshol
 of cluster-free frames (true amount below 1e-4) that would still get a shift
 ("spurious") and the share of frames with a true cluster at or above the detection limit that
 keep theirs ("kept"), plus the estimate's error and its largest value on cluster-free frames by
-family.
+family. When the bundle has a presence gate (:mod:`lisentry.models.presence`) the same table
+is given for the amounts the detector reports, i.e. 0 where the gate is closed.
 
 Usage::
 
@@ -81,16 +82,15 @@ def _collect(bundle, spec: str):
             raise SystemExit(f"error: {spec}: no runs of the bundle's split {split!r} in {folder}")
     if "latent_cluster_amount" not in ds.frames.columns:
         raise SystemExit(f"error: {folder}: no latent cluster amounts (a simulated dataset is needed)")
-    k = list(bundle.model.aux_names).index("cluster_amount")
+    from lisentry.models.presence import run_outputs
+    names = list(bundle.model.aux_names)
+    k = names.index("cluster_amount")
     runs = load_runs(ds, ids, window=bundle.window_inputs)
-    preds = predict_runs(bundle.model, runs, temperature=bundle.temperature)
-    truth = {rid: g.sort_values("index")["latent_cluster_amount"].to_numpy()
-             for rid, g in ds.frames.groupby("run_id")}
-    est, tru, fam = [], [], []
-    for r, p in zip(runs, preds):
-        t = truth[r.run_id]
-        est.append(p.aux[:, k]); tru.append(t); fam.append(np.full(len(t), r.family, dtype=object))
-    return np.concatenate(est), np.concatenate(tru), np.concatenate(fam)
+    aux, feats, truth = run_outputs(bundle.model, runs)
+    gate = bundle.presence_gate
+    gated = None if gate is None else gate.apply(aux, names, feats)[:, k]
+    fam = np.concatenate([np.full(len(r), r.family, dtype=object) for r in runs])
+    return aux[:, k], gated, truth[:, k], fam
 
 
 def main(argv=None) -> int:
@@ -103,21 +103,27 @@ def main(argv=None) -> int:
     bundle = load_bundle(a.model)
     result = {"model": a.model, "sets": {}}
     for spec in a.sets:
-        est, tru, fam = _collect(bundle, spec)
+        est, gated, tru, fam = _collect(bundle, spec)
         free = tru < 1e-4
         rows = threshold_table(est, tru)
+        rows_gated = None if gated is None else threshold_table(gated, tru)
         result["sets"][spec] = {
             "thresholds": rows,
+            **({"thresholds_gated": rows_gated} if rows_gated is not None else {}),
             "cluster_free_quantiles": dict(zip(("q90", "q95", "q99"),
                                                np.quantile(est[free], [0.9, 0.95, 0.99]).tolist()))
             if free.any() else None,
             "by_family": family_errors(est, tru, fam)}
         print(f"== {spec}: {rows[0]['n_free']} cluster-free frames, {rows[0]['n_cluster']} with a cluster")
-        print("threshold  spurious  kept")
         def share(x):
-            return "-" if x is None else f"{x:.2f}"
-        for r in rows:
-            print(f"{r['threshold']:<9.3f}  {share(r['spurious']):<8}  {share(r['kept'])}")
+            return "-" if x is None else f"{x:.3f}"
+        print("threshold  spurious  kept" + ("   | gated: spurious  kept" if rows_gated else ""))
+        for i, r in enumerate(rows):
+            line = f"{r['threshold']:<9.3f}  {share(r['spurious']):<8}  {share(r['kept']):<5}"
+            if rows_gated:
+                g = rows_gated[i]
+                line += f"  |         {share(g['spurious']):<8}  {share(g['kept'])}"
+            print(line)
         for f, v in result["sets"][spec]["by_family"].items():
             mx = v["max_estimate_cluster_free"]
             print(f"  {f:28s} MAE {v['mae']:.4f}  max on cluster-free frames "

@@ -60,6 +60,8 @@ class OnlineDetector:
         # of the calibrated logits (older bundles).
         self.ood_scorer = bundle.ood_scorer
         self.ood_threshold = bundle.ood_score_threshold
+        # Latent amounts the gate calls absent are reported as 0 (bundles with a gate).
+        self.presence_gate = bundle.presence_gate
         self.policy = policy or policy_from_card(bundle.card)
         self.grid = bundle.ppm_grid
         # hand-made window features appended to the echem input (bundles trained with them)
@@ -117,18 +119,18 @@ class OnlineDetector:
             # from the float32 spectrum the model sees, as in training and label_frames
             feats, mask = self.window.widen_one(self._window, frame.intensity.astype(np.float32),
                                                 frame.t_s, feats, mask)
-        want = self.ood_scorer is not None and self.ood_scorer.uses_features
+        want = self._wants_features
         out, self._state = self.model.step(torch.from_numpy(frame.intensity[None].astype(np.float32)),
                                            torch.from_numpy(feats[None]), self._state,
                                            echem_mask=torch.from_numpy(mask[None]),
                                            return_features=want)
         logits = out["logits"][0].double().numpy()
-        aux = out["aux"][0].double().numpy()
+        feats_np = out["features"].double().numpy() if want else None
+        aux = self._gate(out["aux"].double().numpy(), feats_np)[0]
         proba = softmax_t(logits, self.temperature)
         self._proba = dict(zip(CLASSES, map(float, proba)))
         label = self._hyst.update(self._proba)
-        ood = self._ood_scores(logits[None], frame.intensity[None],
-                               out["features"].double().numpy() if want else None)[0]
+        ood = self._ood_scores(logits[None], frame.intensity[None], feats_np)[0]
         self.last_row = self._row(frame, proba, label, float(ood), aux)
         self.n_seen += 1
 
@@ -175,6 +177,17 @@ class OnlineDetector:
         return self
 
     # ---------------------------------------------------------------- rows
+    @property
+    def _wants_features(self) -> bool:
+        return ((self.ood_scorer is not None and self.ood_scorer.uses_features)
+                or self.presence_gate is not None)
+
+    def _gate(self, aux: np.ndarray, features) -> np.ndarray:
+        """``aux`` with the latent amounts the presence gate calls absent set to 0."""
+        if self.presence_gate is None:
+            return aux
+        return self.presence_gate.apply(aux, self.model.aux_names, features)
+
     def _ood_scores(self, logits: np.ndarray, spectra: np.ndarray, features) -> np.ndarray:
         """``(T,)`` shipped OOD score of frames (higher = more unusual)."""
         if self.ood_scorer is None:
@@ -219,16 +232,16 @@ class OnlineDetector:
         if self.window is not None:
             feats, mask, window_state = self.window.widen(
                 spectra[0].numpy(), [f.t_s for f in frames], feats, mask, state=True)
-        want = self.ood_scorer is not None and self.ood_scorer.uses_features
+        want = self._wants_features
         out = self.model(spectra, torch.from_numpy(feats)[None],
                          echem_mask=torch.from_numpy(mask)[None], return_state=True,
                          return_features=want)
         logits = out["logits"][0].double().numpy()
-        aux = out["aux"][0].double().numpy()
+        feats_np = out["features"][0].double().numpy() if want else None
+        aux = self._gate(out["aux"][0].double().numpy(), feats_np)
         proba = softmax_t(logits, self.temperature)
         labels = smooth_labels(proba, self.policy)
-        energy = self._ood_scores(logits, spectra[0].numpy(),
-                                  out["features"][0].double().numpy() if want else None)
+        energy = self._ood_scores(logits, spectra[0].numpy(), feats_np)
         rows = [self._row(f, proba[i], str(labels[i]), float(energy[i]), aux[i])
                 for i, f in enumerate(frames)]
         # Leave the streaming state where update() would have left it.

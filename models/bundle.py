@@ -15,11 +15,15 @@
                                             and CPU features of the training machine (fingerprint.py)
     package_version, created (UTC ISO 8601), weights_sha256
     ood {score, threshold, quantile, files_sha256}   optional: the feature-space OOD scorer
+    presence {latents, threshold, files_sha256}      optional: the latent amounts' presence gate
 
 A bundle may also hold the feature-space OOD scorer (:mod:`lisentry.models.ood_scorer`):
 ``ood.safetensors`` + ``ood.json``, written by :func:`attach_ood_scorer`. The card's ``ood``
 section then names it (``score: "feature"``) with the threshold above which the detector
 flags a frame ``ood``; without it the detector uses the energy score and ``ood_threshold``.
+Likewise the presence gate of the latent amounts (:mod:`lisentry.models.presence`):
+``presence.safetensors`` + ``presence.json``, written by :func:`attach_presence_gate` and named
+by the card's ``presence`` section.
 
 :func:`load_bundle` checks the weights' SHA-256, the registry name, the echem feature set and,
 when asked, that the data's ppm grid, nucleus and processing config match the card; any
@@ -55,6 +59,8 @@ CARD = "card.json"
 WEIGHTS = "weights.safetensors"
 #: The optional feature OOD scorer's files (names from lisentry.models.ood_scorer).
 OOD_FILES = ("ood.safetensors", "ood.json")
+#: The optional presence gate's files (names from lisentry.models.presence).
+PRESENCE_FILES = ("presence.safetensors", "presence.json")
 #: The project's default grid, ppm: used when ``card_extra`` gives none and n_ppm fits.
 DEFAULT_GRID = {"min": -100.0, "max": 400.0, "step": 0.5}
 
@@ -93,6 +99,9 @@ class Bundle:
     window_inputs : WindowInputs | None
         The hand-made window features appended to the model's echem input, when it was trained
         with them (card ``inputs.window_features``); whoever feeds the model must append them.
+    presence_gate : PresenceGate | None
+        The latent amounts' presence gate when the bundle has one (card ``presence``): where
+        it is closed the detector reports the amount as 0.
     """
 
     path: Path
@@ -103,6 +112,7 @@ class Bundle:
     sha256: str
     ood_scorer: Any = None
     window_inputs: WindowInputs | None = None
+    presence_gate: Any = None
 
     @property
     def ood_score_threshold(self) -> float | None:
@@ -326,9 +336,10 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
     tmp_c = d / (CARD + ".tmp")
     tmp_c.write_text(text, encoding="utf-8")
     os.replace(tmp_c, d / CARD)
-    # A previous bundle's OOD scorer belongs to other weights; the new card names none, and
-    # bundle_hash would still count its files. attach_ood_scorer writes a fresh one.
-    for fname in OOD_FILES:
+    # A previous bundle's OOD scorer and presence gate belong to other weights; the new card
+    # names neither, and bundle_hash would still count their files. attach_ood_scorer and
+    # attach_presence_gate write fresh ones.
+    for fname in OOD_FILES + PRESENCE_FILES:
         (d / fname).unlink(missing_ok=True)
     return d
 
@@ -337,7 +348,8 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
 def bundle_hash(directory: str | Path) -> str:
     """SHA-256 identifying a bundle: over ``b"card.json\\0" + card bytes +
     b"weights.safetensors\\0" + weight bytes`` (hex digest), then the OOD scorer's files
-    (``ood.safetensors``, ``ood.json``) the same way when present.
+    (``ood.safetensors``, ``ood.json``) and the presence gate's (``presence.safetensors``,
+    ``presence.json``) the same way when present.
 
     Raises
     ------
@@ -346,7 +358,7 @@ def bundle_hash(directory: str | Path) -> str:
     """
     d = Path(directory)
     h = hashlib.sha256()
-    names = [CARD, WEIGHTS] + [f for f in OOD_FILES if (d / f).is_file()]
+    names = [CARD, WEIGHTS] + [f for f in OOD_FILES + PRESENCE_FILES if (d / f).is_file()]
     for fname in names:
         p = d / fname
         if not p.is_file():
@@ -484,9 +496,10 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     model.eval()
     thr = card.get("ood_threshold")
     scorer = _load_ood_scorer(d, card, model)
+    gate = _load_presence_gate(d, card, model)
     return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
                   ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d),
-                  ood_scorer=scorer, window_inputs=window)
+                  ood_scorer=scorer, window_inputs=window, presence_gate=gate)
 
 
 def _grid_points(grid: tuple[float, float, float]) -> np.ndarray:
@@ -576,9 +589,9 @@ def _check_card(card: dict, card_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- OOD scorer
-def _files_sha256(d: Path) -> str:
+def _files_sha256(d: Path, files=OOD_FILES) -> str:
     h = hashlib.sha256()
-    for fname in OOD_FILES:
+    for fname in files:
         h.update(fname.encode() + b"\0" + (d / fname).read_bytes())
     return h.hexdigest()
 
@@ -640,6 +653,76 @@ def attach_ood_scorer(directory: str | Path, scorer, *, quantile: float = 0.99,
     card["ood"] = {"score": "feature", "threshold": float(scorer.thresholds_[key]),
                    "quantile": float(quantile), "files_sha256": _files_sha256(d),
                    "method": scorer.config()["method"]}
+    tmp = d / (CARD + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, card_path)
+    return d
+
+
+# ---------------------------------------------------------------------- presence gate
+def _feature_width(model: nn.Module) -> int:
+    """Width of ``model``'s head features (``return_features``): 2 * hidden per network."""
+    members = getattr(model, "members", None)
+    nets = list(members) if members is not None else [model]
+    return sum(2 * int(getattr(m, "hidden", 0)) for m in nets)
+
+
+def _load_presence_gate(d: Path, card: Mapping, model: nn.Module):
+    """The bundle's presence gate, checked against the card and the model; None if the card
+    names none."""
+    sec = card.get("presence")
+    if not sec:
+        return None
+    card_path = d / CARD
+    if not isinstance(sec, Mapping):
+        raise BundleError(card_path, f"'presence' section {sec!r} is not understood")
+    for f in PRESENCE_FILES:
+        if not (d / f).is_file():
+            raise BundleError(d / f, "missing (the card's 'presence' section names the gate)")
+    if _files_sha256(d, PRESENCE_FILES) != sec.get("files_sha256"):
+        raise BundleError(d / PRESENCE_FILES[0],
+                          "SHA-256 does not match card.json (file changed or corrupt)")
+    from lisentry.models.presence import PresenceGate  # noqa: PLC0415  (keeps imports light)
+    try:
+        gate = PresenceGate.load(d)
+    except (ConfigError, ValueError, KeyError, TypeError, SafetensorError, OSError) as exc:
+        raise BundleError(d / PRESENCE_FILES[1], f"cannot use the presence gate: {exc}") from None
+    width = _feature_width(model)
+    if gate.n_features != width:
+        raise BundleError(d / PRESENCE_FILES[1], f"the presence gate takes {gate.n_features} "
+                                                 f"features; the model gives {width}")
+    missing = [a for a in gate.latents if a not in tuple(getattr(model, "aux_names", ()))]
+    if missing:
+        raise BundleError(d / PRESENCE_FILES[1], f"the presence gate covers {missing}, which "
+                                                 f"the model does not estimate")
+    return gate
+
+
+def attach_presence_gate(directory: str | Path, gate, *,
+                         meta: Mapping[str, Any] | None = None) -> Path:
+    """Store a fitted :class:`~lisentry.models.presence.PresenceGate` in a bundle.
+
+    Writes ``presence.safetensors`` + ``presence.json`` and the card's ``presence`` section
+    (latents, threshold, the files' SHA-256). The card is replaced atomically, last, so a crash
+    leaves the old card (naming no gate, or the old one whose hash then fails: a clear error).
+    A bundle's class probabilities and labels do not depend on it.
+
+    Parameters
+    ----------
+    directory : str or Path
+        An existing bundle folder.
+    gate : PresenceGate
+        Fitted on the bundle's model's head features.
+    meta : mapping, optional
+        Provenance written into ``presence.json`` (training data hash, fit metrics).
+    """
+    d = Path(directory)
+    card_path = d / CARD
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    gate.save(d, meta)
+    card["presence"] = {"latents": list(gate.latents), "threshold": gate.threshold,
+                        "detect_limit": gate.detect_limit,
+                        "files_sha256": _files_sha256(d, PRESENCE_FILES)}
     tmp = d / (CARD + ".tmp")
     tmp.write_text(json.dumps(_json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, card_path)

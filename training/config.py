@@ -53,6 +53,11 @@ precedence (see :class:`lisentry.models.net.LisentryNet`). ``model.branch_channe
 OOD score: ``ood.score`` (``feature``, default, or ``energy``); see
 :mod:`lisentry.models.ood_scorer`.
 
+Presence gate: ``presence.enabled`` (default true) fits :mod:`lisentry.models.presence` after
+training, on the training runs' simulated latents: per latent in ``presence.latents``, a
+logistic regression on the head features that says whether the amount reaches
+``presence.detect_limit``; the detector reports 0 where it says no. It changes no label.
+
 Weight averaging: ``train.weight_average_from`` (0..1, default 0 = off) keeps the running mean
 of the weights at the end of every epoch from that fraction of ``train.epochs`` on (stochastic
 weight averaging over the cosine schedule's tail). After training the averaged weights are
@@ -130,6 +135,12 @@ DEFAULTS: dict[str, Any] = {
     # "energy" keeps only the energy of the logits.
     "ood": {"score": "feature", "fit_runs": 120, "quantile": 0.99,
             "components": ["pca_residual", "negative_area"]},
+    # The latent amounts' presence gate (lisentry.models.presence), fitted on the training runs
+    # after training; frames below free_below count as absent, from detect_limit on as present.
+    # The cluster amount only by default: on the measured Li | Li run a metal gate hid the
+    # plated-metal line for the 24 frames before the plating call (docs/results/journal.md).
+    "presence": {"enabled": True, "latents": ["cluster_amount"],
+                 "detect_limit": 0.005, "free_below": 1e-4, "C": 1.0, "threshold": 0.5},
     # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
     # mean logits in one bundle; ``workers`` members train at once in separate processes.
     "ensemble": {"seeds": [], "workers": 1},
@@ -334,6 +345,12 @@ SCHEMA: dict[str, Param] = {
     "ood.quantile": Param("choice", choices=(0.95, 0.99)),
     "ood.components": Param("strs", choices=("mahalanobis", "pca_residual", "negative_area"),
                             note="non-empty"),
+    "presence.enabled": _BOOL,
+    "presence.latents": Param("strs", choices=("cluster_amount", "metal_amount"), note="non-empty"),
+    "presence.detect_limit": _float(0, lo_open=True),
+    "presence.free_below": _float(0, lo_open=True),
+    "presence.C": _float(0, lo_open=True),
+    "presence.threshold": _float(0, 1, lo_open=True, hi_open=True),
     "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
     "ensemble.workers": _int(1),
     "inputs.window_features": _BOOL,
@@ -469,6 +486,12 @@ def _validate(d: dict) -> None:
             raise _param_error(key, spec.describe(), got)
     if not d["ood"]["components"]:
         raise _param_error("ood.components", SCHEMA["ood.components"].describe(), [])
+    pr = d["presence"]
+    if not pr["latents"]:
+        raise _param_error("presence.latents", SCHEMA["presence.latents"].describe(), [])
+    if pr["free_below"] > pr["detect_limit"]:
+        raise ConfigError(f"presence.free_below must not exceed presence.detect_limit "
+                          f"({pr['detect_limit']}). Got {pr['free_below']}.")
     sp = d["split"]
     if sp["val_frac"] + sp["test_frac"] >= 1:
         raise ConfigError(f"split.val_frac + split.test_frac must be < 1 (runs must be left for "

@@ -27,7 +27,8 @@ import torch
 
 from lisentry.training.config import TrainConfig
 
-_NOT_IN_KEY = ("out", "mlflow", "ensemble")
+# (the presence gate is fitted after training: it never changes the weights)
+_NOT_IN_KEY = ("out", "mlflow", "ensemble", "presence")
 
 
 def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int) -> str:

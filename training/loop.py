@@ -22,6 +22,7 @@ from lisentry.datasets.store import Dataset
 from lisentry.detector.hysteresis import AlarmPolicy
 from lisentry.models.bundle import attach_ood_scorer, load_bundle, save_bundle
 from lisentry.models.ood_scorer import fit_on_runs
+from lisentry.training.presence import fit_and_attach
 from lisentry.models.calibration import (energy_score, expected_calibration_error, fit_temperature,
                                          ood_threshold, softmax_t)
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION, N_ECHEM
@@ -426,6 +427,9 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         print(f"OOD scorer fitted in {time.monotonic() - t_ood:.0f} s: threshold "
               f"{scorer.thresholds_[q]:.2f} ({q} of {scorer.n_val_} validation frames)",
               file=sys.stderr)
+    if cfg["presence"]["enabled"]:
+        fit_and_attach(bundle_dir, model, train_runs, val_runs, cfg["presence"],
+                       ds.manifest.get("content_hash"))
     tracker.log_params({"config": cfg.to_dict()})
     tracker.log_metrics({"final": {"val_macro_f1": best, "temperature": temperature,
                                    "val_ece": ece or 0.0}})

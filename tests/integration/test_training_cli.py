@@ -66,6 +66,21 @@ def test_train_track_register_evaluate(smoke):
     b = load_bundle(smoke / "model")
     assert card["ood"]["score"] == "feature" and b.ood_scorer is not None
     assert b.ood_score_threshold == b.ood_scorer.thresholds_["q0.99"] and b.ood_scorer.n_val_ > 0
+    # the cluster amount's presence gate too, with what it does on the validation runs
+    assert b.presence_gate is not None and card["presence"]["latents"] == ["cluster_amount"]
+    val = json.loads((smoke / "model" / "presence.json").read_text())["meta"]["validation"]
+    assert val["cluster_amount"]["n_absent"] + val["cluster_amount"]["n_present"] > 0
+    # refitted on the bundle's own training runs afterwards, it is the very same gate
+    sha = card["presence"]["files_sha256"]
+    proc = subprocess.run([sys.executable, "-m", "lisentry.training.presence", smoke / "model",
+                           smoke / "smoke"], cwd=smoke, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "presence gate fitted" in proc.stderr
+    assert json.loads((smoke / "model" / "card.json").read_text())["presence"]["files_sha256"] == sha
+    proc = subprocess.run([sys.executable, "-m", "lisentry.training.presence", smoke / "model",
+                           smoke / "model"], cwd=smoke, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(smoke / "model") in proc.stderr
     # registered version + alias, loadable by URI without pickle
     res = lisentry("evaluate", "models:/smoke-model@champion", smoke / "smoke", "--out",
                    smoke / "eval.json", cwd=smoke, env=env)

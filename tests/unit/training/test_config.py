@@ -59,6 +59,10 @@ def test_schema_covers_every_default_and_the_defaults_pass():
     ("ood.components=[]", "ood.components", "mahalanobis, pca_residual, negative_area"),
     ("model.dropout=abc", "model.dropout", "a number in [0, 1)"),
     ("model.hidden=0", "model.hidden", "an int >= 1"),
+    ("presence.latents=[ce_amount]", "presence.latents", "cluster_amount, metal_amount"),
+    ("presence.latents=[]", "presence.latents", "cluster_amount, metal_amount"),
+    ("presence.threshold=1", "presence.threshold", "a number in (0, 1)"),
+    ("presence.free_below=0.01", "presence.free_below", "must not exceed presence.detect_limit"),
 ])
 def test_wrong_types_and_ranges_are_one_line_errors(cfg, override, key, must):
     with pytest.raises(ConfigError) as ei:
@@ -155,6 +159,9 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
                       0, "h", 1) != member_key(spectral, 0, "h", 1)
     with pytest.raises(ConfigError, match="window_feature_set"):
         load_train_config(cfg_path, ["inputs.window_feature_set=potentiostat"])
+    # the presence gate is fitted after training: it never changes what a member depends on
+    assert member_key(load_train_config(cfg_path, neutral + ["presence.enabled=false"]),
+                      0, "h", 1) == key
 
 
 def test_binned_features_name_the_models_columns():
