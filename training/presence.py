@@ -72,7 +72,13 @@ def main(argv=None) -> int:
         split = card.get("training_split") or {}
         if not split.get("train"):
             raise InputError(a.bundle / "card.json", "names no training runs (training_split)")
-        pc = {**DEFAULTS["presence"], **((card.get("training_config") or {}).get("presence") or {})}
+        tc = card.get("training_config") or {}
+        pc = {**DEFAULTS["presence"], **(tc.get("presence") or {})}
+        threads = int((tc.get("train") or {}).get("threads") or 0)
+        if threads > 0:
+            # as in training: the thread count sets the order of float sums in the features
+            import torch  # noqa: PLC0415
+            torch.set_num_threads(threads)
         known = set(ds.run_ids)
         runs = {k: load_runs(ds, [r for r in split.get(k, []) if r in known],
                              window=bundle.window_inputs) for k in ("train", "val")}

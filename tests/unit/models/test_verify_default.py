@@ -31,6 +31,25 @@ def test_weight_difference(tmp_path):
     assert vd.weight_difference(a, _bundle(tmp_path / "c", 0, hidden=12)) == float("inf")
 
 
+def test_side_file_difference_covers_the_presence_gate(tmp_path):
+    import numpy as np
+
+    from lisentry.models.bundle import attach_presence_gate
+    from lisentry.models.presence import PresenceGate
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 16))
+    amount = np.where(X[:, 0] > 0, 0.1, 0.0)
+    a, a2 = _bundle(tmp_path / "a", 0), _bundle(tmp_path / "a2", 0)
+    for d in (a, a2):
+        attach_presence_gate(d, PresenceGate(["cluster_amount"]).fit(X, {"cluster_amount": amount}))
+    assert vd.weight_difference(a, a2, "presence.safetensors") == 0.0
+    b = _bundle(tmp_path / "b", 0)
+    attach_presence_gate(b, PresenceGate(["cluster_amount"], C=0.01).fit(X, {"cluster_amount": amount}))
+    assert 0.0 < vd.weight_difference(a, b, "presence.safetensors") < float("inf")
+    # a bundle without the gate cannot match one with it
+    assert vd.weight_difference(a, _bundle(tmp_path / "c", 0), "presence.safetensors") == float("inf")
+
+
 def test_data_hash_check_exit_status(tmp_path, capsys):
     b = _bundle(tmp_path / "m", 0, data_hash="feed")
     ds = tmp_path / "ds"
