@@ -69,10 +69,23 @@ def family_errors(estimate: np.ndarray, truth: np.ndarray, family: np.ndarray, *
     return out
 
 
+def shift_errors(estimate_ppm, truth_ppm, true_amount, reported_amount, *,
+                 detect: float = 0.005) -> dict:
+    """Error of the reported cluster shift (ppm) on frames with a true cluster >= ``detect``
+    whose reported amount reaches ``detect`` too (where the detector reports a shift): median
+    and 90th percentile of the absolute error, and the number of such frames."""
+    e, t = np.asarray(estimate_ppm, float), np.asarray(truth_ppm, float)
+    ta, ra = np.asarray(true_amount, float), np.asarray(reported_amount, float)
+    m = np.isfinite(e) & np.isfinite(t) & (ta >= detect) & (ra >= detect)
+    err = np.abs(e[m] - t[m])
+    return {"median_abs_ppm": float(np.median(err)) if m.any() else None,
+            "p90_abs_ppm": float(np.quantile(err, 0.9)) if m.any() else None,
+            "n_frames": int(m.sum())}
+
+
 def _collect(bundle, spec: str):
     from lisentry.datasets.store import Dataset
     from lisentry.training.data import load_runs
-    from lisentry.training.evaluate import predict_runs
     folder, _, split = spec.partition(":")
     ds = Dataset(Path(folder))
     ids = ds.run_ids
@@ -90,7 +103,9 @@ def _collect(bundle, spec: str):
     gate = bundle.presence_gate
     gated = None if gate is None else gate.apply(aux, names, feats)[:, k]
     fam = np.concatenate([np.full(len(r), r.family, dtype=object) for r in runs])
-    return aux[:, k], gated, truth[:, k], fam
+    j = names.index("cluster_shift_ppm")
+    shift = shift_errors(aux[:, j], truth[:, j], truth[:, k], aux[:, k] if gated is None else gated)
+    return aux[:, k], gated, truth[:, k], fam, shift
 
 
 def main(argv=None) -> int:
@@ -103,7 +118,7 @@ def main(argv=None) -> int:
     bundle = load_bundle(a.model)
     result = {"model": a.model, "sets": {}}
     for spec in a.sets:
-        est, gated, tru, fam = _collect(bundle, spec)
+        est, gated, tru, fam, shift = _collect(bundle, spec)
         free = tru < 1e-4
         rows = threshold_table(est, tru)
         rows_gated = None if gated is None else threshold_table(gated, tru)
@@ -113,7 +128,8 @@ def main(argv=None) -> int:
             "cluster_free_quantiles": dict(zip(("q90", "q95", "q99"),
                                                np.quantile(est[free], [0.9, 0.95, 0.99]).tolist()))
             if free.any() else None,
-            "by_family": family_errors(est, tru, fam)}
+            "by_family": family_errors(est, tru, fam),
+            "shift_error": shift}
         print(f"== {spec}: {rows[0]['n_free']} cluster-free frames, {rows[0]['n_cluster']} with a cluster")
         def share(x):
             return "-" if x is None else f"{x:.3f}"
@@ -124,6 +140,10 @@ def main(argv=None) -> int:
                 g = rows_gated[i]
                 line += f"  |         {share(g['spurious']):<8}  {share(g['kept'])}"
             print(line)
+        if shift["n_frames"]:
+            print(f"cluster shift where reported on a true cluster ({shift['n_frames']} frames): "
+                  f"median error {shift['median_abs_ppm']:.1f} ppm, 90th percentile "
+                  f"{shift['p90_abs_ppm']:.1f} ppm")
         for f, v in result["sets"][spec]["by_family"].items():
             mx = v["max_estimate_cluster_free"]
             print(f"  {f:28s} MAE {v['mae']:.4f}  max on cluster-free frames "

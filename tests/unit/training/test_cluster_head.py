@@ -36,3 +36,14 @@ def test_family_errors():
                         "n_frames": 2}
     assert out["b"]["mae"] == pytest.approx(0.03) and out["b"]["max_estimate_cluster_free"] is None
     assert out["b"]["n_frames"] == 1
+
+
+def test_shift_errors_count_only_frames_where_a_true_cluster_gets_a_shift():
+    est = [90.0, 100.0, 80.0, 70.0, np.nan]
+    true = [92.0, 90.0, 80.0, np.nan, 85.0]
+    true_amount = [0.1, 0.1, 0.001, 0.0, 0.1]
+    reported = [0.05, 0.2, 0.1, 0.1, 0.1]
+    out = ch.shift_errors(est, true, true_amount, reported)
+    # frame 2: truth below the detection limit; 3: no true shift; 4: no estimate
+    assert out["n_frames"] == 2 and out["median_abs_ppm"] == 6.0
+    assert ch.shift_errors(est, true, true_amount, [0.0] * 5)["median_abs_ppm"] is None
