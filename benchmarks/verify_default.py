@@ -59,6 +59,16 @@ def weight_difference(a_dir: Path, b_dir: Path, fname: str = "weights.safetensor
                 for k in a if a[k].size), default=0.0)
 
 
+def same_params(a_dir: Path, b_dir: Path, fname: str) -> bool:
+    """Whether two bundles' side-file JSON (``presence.json``, ``ood.json``) hold the same
+    ``params`` (False when either is missing or unreadable)."""
+    try:
+        pa, pb = (json.loads((Path(d) / fname).read_text()).get("params") for d in (a_dir, b_dir))
+    except (OSError, ValueError):
+        return False
+    return pa == pb
+
+
 def data_equivalent(card: dict, manifest: dict, dataset: Path) -> tuple[bool, str]:
     """(passes, verdict) when the content hashes differ: compare the content sketches."""
     from lisentry.datasets.fingerprint import compare_sketches
@@ -144,6 +154,8 @@ def main(argv=None) -> int:
         for fname, what in (("presence.safetensors", "presence gate"), ("ood.safetensors", "OOD scorer")):
             if (a.bundle / fname).is_file():
                 d2 = weight_difference(a.bundle, a.out, fname)
+                if not same_params(a.bundle, a.out, fname.replace(".safetensors", ".json")):
+                    d2 = float("inf")       # other settings (threshold, latents ...)
                 verdict = ("bit-identical" if d2 == 0.0 else "same up to rounding"
                            if d2 <= SIDE_FILE_ATOL else "DIFFERENT")
                 print(f"{what}: largest difference {d2:g} -> {verdict}")

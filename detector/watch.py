@@ -37,7 +37,7 @@ from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.actions import AlarmAction
 from lisentry.detector.online import OnlineDetector
 from lisentry.detector.outputs import EventLog, to_jsonable
-from lisentry.detector.state import WatchState
+from lisentry.detector.state import StateFileError, WatchState
 
 ALARM_CLASSES = ("plating_onset", "imminent_short")
 
@@ -100,7 +100,15 @@ class Watcher:
         if not s.processed:
             return
         if s.detector_state:
-            self.detector.load_state_dict(s.detector_state, s.detector_tensors)
+            try:
+                self.detector.load_state_dict(s.detector_state, s.detector_tensors)
+            except ValueError as exc:
+                # e.g. the default model was updated between the two starts: the saved GRU
+                # state means nothing to other weights, and restarting from frame 1 would
+                # repeat every event already written
+                raise StateFileError(self.state_path, f"{exc}; resume with the --model it was "
+                                                      f"saved with, or give a new --state (or "
+                                                      f"events file) to start over") from None
         if s.pipeline_state:
             self.pipeline.load_state_dict(s.pipeline_state)
         a = s.extra.get("assembler", {})

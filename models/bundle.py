@@ -390,7 +390,8 @@ def _resolve_models_uri(uri: str) -> Path:
 
 
 def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | None = None,
-                expect_processing: Mapping[str, Any] | None = None) -> Bundle:
+                expect_processing: Mapping[str, Any] | None = None,
+                presence: bool = True) -> Bundle:
     """Load a bundle folder (or ``models:/NAME@ALIAS`` with mlflow) and check it fits the data.
 
     Parameters
@@ -404,6 +405,9 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
         The data's nucleus, e.g. ``"7Li"``.
     expect_processing : mapping, optional
         The data pipeline's ``ProcessingConfig.to_dict()``; must equal the card's.
+    presence : bool
+        Load and check the presence gate the card names (default). False skips it (the
+        bundle's ``presence_gate`` is then None), e.g. to fit a new gate over a broken one.
 
     Returns
     -------
@@ -496,7 +500,7 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
     model.eval()
     thr = card.get("ood_threshold")
     scorer = _load_ood_scorer(d, card, model)
-    gate = _load_presence_gate(d, card, model)
+    gate = _load_presence_gate(d, card, model) if presence else None
     return Bundle(path=d, model=model, card=card, temperature=float(card.get("temperature", 1.0)),
                   ood_threshold=None if thr is None else float(thr), sha256=bundle_hash(d),
                   ood_scorer=scorer, window_inputs=window, presence_gate=gate)
@@ -680,8 +684,8 @@ def _load_presence_gate(d: Path, card: Mapping, model: nn.Module):
         if not (d / f).is_file():
             raise BundleError(d / f, "missing (the card's 'presence' section names the gate)")
     if _files_sha256(d, PRESENCE_FILES) != sec.get("files_sha256"):
-        raise BundleError(d / PRESENCE_FILES[0],
-                          "SHA-256 does not match card.json (file changed or corrupt)")
+        raise BundleError(d, f"{PRESENCE_FILES[0]} or {PRESENCE_FILES[1]}: SHA-256 does not "
+                             f"match card.json (file changed or corrupt)")
     from lisentry.models.presence import PresenceGate  # noqa: PLC0415  (keeps imports light)
     try:
         gate = PresenceGate.load(d)
@@ -719,14 +723,23 @@ def attach_presence_gate(directory: str | Path, gate, *,
     d = Path(directory)
     card_path = d / CARD
     card = json.loads(card_path.read_text(encoding="utf-8"))
+    if card.pop("presence", None) is not None:
+        # first a card that names no gate: a crash while the new files are written then leaves
+        # a loadable bundle without one, not one whose gate fails its hash
+        _write_card(d, card)
     gate.save(d, meta)
     card["presence"] = {"latents": list(gate.latents), "threshold": gate.threshold,
                         "detect_limit": gate.detect_limit,
                         "files_sha256": _files_sha256(d, PRESENCE_FILES)}
+    _write_card(d, card)
+    return d
+
+
+def _write_card(d: Path, card: Mapping) -> None:
+    """Replace ``d/card.json`` atomically."""
     tmp = d / (CARD + ".tmp")
     tmp.write_text(json.dumps(_json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, card_path)
-    return d
+    os.replace(tmp, d / CARD)
 
 
 # ---------------------------------------------------------------------- ONNX

@@ -16,7 +16,8 @@ float32 unless said):
     outputs of the previous call.
 
 Outputs: ``logits`` (1, 4) in the card's class order (divide by the card's temperature before
-the softmax), ``aux`` (1, n_aux) the latent-amount regressions, and the new state. The file is
+the softmax), ``aux`` (1, n_aux) the latent-amount regressions (raw: the bundle's presence gate, which
+the detector applies to them, is not part of the file), and the new state. The file is
 self-contained (weights inside, not in a side file) and carries the card's classes, grid,
 temperature, echem feature names and weights hash as metadata (``lisentry.*`` properties).
 Needs the optional ``onnx`` extra (onnxscript; onnxruntime for :func:`check_onnx`).

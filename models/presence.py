@@ -32,6 +32,13 @@ CONFIG = "presence.json"
 #: The latents a gate may cover: amounts that are truly zero on many frames. (``ce_amount`` is
 #: the whole counter electrode, present from the first frame of a metal-CE cell.)
 GATEABLE = ("cluster_amount", "metal_amount")
+#: What is gated by default: the cluster amount only. A metal gate hid the measured Li | Li
+#: run's plated-metal line for 24 frames (docs/results/journal.md, 2026-12-07, sixth part).
+DEFAULT_LATENTS = ("cluster_amount",)
+
+
+class NoLatentTruth(ValueError):
+    """The frames to fit on lack simulated truth with and without the latent (measured runs)."""
 
 
 class PresenceGate:
@@ -40,7 +47,7 @@ class PresenceGate:
     Parameters
     ----------
     latents : sequence of str
-        Latent amounts to gate, from :data:`GATEABLE`.
+        Latent amounts to gate, from :data:`GATEABLE` (default :data:`DEFAULT_LATENTS`).
     detect_limit : float
         A latent counts as present from this amount on (fraction of the run's initial 7Li
         signal; 0.005 is the simulator's detection limit).
@@ -53,7 +60,7 @@ class PresenceGate:
         The gate is open where the probability is at least this.
     """
 
-    def __init__(self, latents: Sequence[str] = GATEABLE, detect_limit: float = 0.005,
+    def __init__(self, latents: Sequence[str] = DEFAULT_LATENTS, detect_limit: float = 0.005,
                  free_below: float = 1e-4, C: float = 1.0, threshold: float = 0.5):
         self.latents = tuple(latents)
         self.detect_limit, self.free_below = float(detect_limit), float(free_below)
@@ -110,7 +117,7 @@ class PresenceGate:
             present, free = t >= self.detect_limit, t < self.free_below
             use = np.isfinite(t) & (present | free)
             if not (present[use].any() and free[use].any()):
-                raise ValueError(f"{name}: fitting a gate needs frames with and without it "
+                raise NoLatentTruth(f"{name}: fitting a gate needs frames with and without it "
                                  f"(got {int(present[use].sum())} present, "
                                  f"{int(free[use].sum())} absent)")
             lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=5000)
@@ -200,7 +207,7 @@ class PresenceGate:
         return gate
 
 
-def fit_on_runs(model, runs, *, latents: Sequence[str] = GATEABLE, detect_limit: float = 0.005,
+def fit_on_runs(model, runs, *, latents: Sequence[str] = DEFAULT_LATENTS, detect_limit: float = 0.005,
                 free_below: float = 1e-4, C: float = 1.0, threshold: float = 0.5,
                 batch_runs: int = 8) -> PresenceGate:
     """Fit a :class:`PresenceGate` on ``model``'s head features of ``runs``

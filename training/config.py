@@ -487,8 +487,13 @@ def _validate(d: dict) -> None:
     if not d["ood"]["components"]:
         raise _param_error("ood.components", SCHEMA["ood.components"].describe(), [])
     pr = d["presence"]
-    if not pr["latents"]:
-        raise _param_error("presence.latents", SCHEMA["presence.latents"].describe(), [])
+    if not pr["latents"] or len(set(pr["latents"])) != len(pr["latents"]):
+        raise _param_error("presence.latents", SCHEMA["presence.latents"].describe()
+                           + ", distinct", pr["latents"])
+    aux = d["model"].get("aux")
+    if pr["enabled"] and aux is not None and not set(pr["latents"]) <= set(aux):
+        raise ConfigError(f"presence.latents must be among model.aux ({', '.join(aux)}) when "
+                          f"presence.enabled is true. Got {pr['latents']}.")
     if pr["free_below"] > pr["detect_limit"]:
         raise ConfigError(f"presence.free_below must not exceed presence.detect_limit "
                           f"({pr['detect_limit']}). Got {pr['free_below']}.")

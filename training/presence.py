@@ -12,14 +12,15 @@ the card's resolved ``presence`` settings, or the defaults; the gate is then the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Mapping
 
-from lisentry.datasets.errors import InputError
+from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.bundle import attach_presence_gate
-from lisentry.models.presence import fit_on_runs, gate_report
+from lisentry.models.presence import NoLatentTruth, fit_on_runs, gate_report
 
 
 def fit_and_attach(bundle_dir, model, train_runs, val_runs, pc: Mapping,
@@ -27,13 +28,14 @@ def fit_and_attach(bundle_dir, model, train_runs, val_runs, pc: Mapping,
     """Fit the gate on ``train_runs`` with settings ``pc`` (the config's ``presence``
     section), store it in ``bundle_dir`` with its effect on ``val_runs`` in
     ``presence.json``, and return that report; ``None`` (with a note on stderr) when the
-    training runs hold no simulated latents to fit it on."""
+    training runs hold no simulated latents to fit it on (measured runs only). Settings that
+    do not fit the model raise ConfigError."""
     t0 = time.monotonic()
     try:
         gate = fit_on_runs(model, train_runs, latents=pc["latents"],
                            detect_limit=pc["detect_limit"], free_below=pc["free_below"],
                            C=pc["C"], threshold=pc["threshold"])
-    except ValueError as exc:
+    except NoLatentTruth as exc:
         print(f"presence gate not fitted: {exc}", file=sys.stderr)
         return None
     report = gate_report(gate, model, val_runs)
@@ -59,8 +61,12 @@ def main(argv=None) -> int:
     from lisentry.models.bundle import load_bundle  # noqa: PLC0415
     from lisentry.training.config import DEFAULTS  # noqa: PLC0415
     from lisentry.training.data import load_runs  # noqa: PLC0415
+    from safetensors import SafetensorError  # noqa: PLC0415
     try:
-        bundle = load_bundle(a.bundle)
+        if a.bundle.is_dir() and not os.access(a.bundle, os.W_OK):
+            raise InputError(a.bundle, "is not writable (the gate is written into the bundle)")
+        # not the gate it may have: this command is also how a broken one is replaced
+        bundle = load_bundle(a.bundle, presence=False)
         ds = Dataset(a.dataset)
         card = bundle.card
         want, have = card.get("training_data_sketch"), ds.manifest.get("content_sketch")
@@ -82,12 +88,19 @@ def main(argv=None) -> int:
         known = set(ds.run_ids)
         runs = {k: load_runs(ds, [r for r in split.get(k, []) if r in known],
                              window=bundle.window_inputs) for k in ("train", "val")}
-        report = fit_and_attach(a.bundle, bundle.model, runs["train"], runs["val"], pc,
-                                ds.manifest.get("content_hash"))
+        try:
+            report = fit_and_attach(a.bundle, bundle.model, runs["train"], runs["val"], pc,
+                                    ds.manifest.get("content_hash"))
+        except (ConfigError, ValueError) as exc:
+            raise InputError(a.bundle / "card.json", f"presence gate not fitted: {exc}") from None
+        except (OSError, SafetensorError) as exc:
+            raise InputError(a.bundle, f"cannot write the presence gate: {exc}") from None
+        if report is None:
+            raise InputError(a.dataset, "holds no simulated latent amounts to fit the gate on")
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0 if report is not None else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -166,3 +166,34 @@ def test_sigint_exits_cleanly_with_outputs_flushed(live_run, tiny_bundle, tmp_pa
     assert frames == list(range(1, len(frames) + 1)) and len(frames) >= 2
     state = Path(f"{events}.state.json")          # the default state file, consistent
     assert json.loads(state.read_text())["processed"] == frames
+
+
+def test_restart_with_another_model_is_a_one_line_error(live_run, tiny_bundle, tmp_path):
+    """A state saved with one bundle (e.g. before the default model was updated) cannot
+    continue with another: refused with one line naming the state file, nothing repeated."""
+    import shutil
+
+    from lisentry.models.bundle import attach_presence_gate
+    from lisentry.models.presence import PresenceGate
+    live = live_run
+    for k in range(3):
+        live.frame(k)
+    events, state = tmp_path / "ev.jsonl", tmp_path / "st.json"
+    w1 = watcher(live, tiny_bundle, events, state)
+    assert w1.poll_once() == 3
+    w1.events.close()
+    before = events.read_text()
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 32))     # the tiny net's head features: 2 x hidden 16
+    attach_presence_gate(other, PresenceGate(["cluster_amount"]).fit(
+        X, {"cluster_amount": np.where(X[:, 0] > 0, 0.1, 0.0)}))
+    res = CliRunner().invoke(app, ["watch", str(live.nmr), "--echem", str(live.mpt),
+                                   "--echem-tz", "UTC", "--events", str(events),
+                                   "--state", str(state), "--model", str(other), "--until-idle", "0.5"])
+    assert res.exit_code != 0
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and str(state) in err[0] and "another model bundle" in err[0]
+    assert "Traceback" not in res.output + res.stderr
+    assert events.read_text() == before

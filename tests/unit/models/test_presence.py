@@ -101,6 +101,14 @@ def gated_bundle(tmp_path):
     from lisentry.models.net import LisentryNet
     torch.manual_seed(2)
     net = LisentryNet(n_ppm=1001, hidden=12, channels=(8, 8))
+    # ungated, every frame reports a cluster of 0.05 at 90 ppm, so that a gated 0 can only
+    # come from the gate
+    with torch.no_grad():
+        net.aux_head.weight.zero_()
+        names = list(net.aux_names)
+        net.aux_head.bias.zero_()
+        net.aux_head.bias[names.index("cluster_amount")] = 0.05 / float(net.aux_scale[names.index("cluster_amount")])
+        net.aux_head.bias[names.index("cluster_shift_ppm")] = 90.0 / float(net.aux_scale[names.index("cluster_shift_ppm")])
     d = save_bundle(tmp_path / "b", net, {"processing": ProcessingConfig().to_dict(),
                                           "temperature": 0.05, "ood_threshold": 50.0})
     sim = simulate_run("hc_sulfide_overlithiation", 7, max_frames=30)
@@ -115,6 +123,7 @@ def _features(net, frames):
     spectra = torch.from_numpy(np.stack([f.intensity for f in frames]).astype(np.float32))[None]
     e, m = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
                           [f.current_A for f in frames], [f.charge_C for f in frames])
+    net.eval()      # as the detector runs it (no dropout)
     with torch.no_grad():
         out = net(spectra, torch.from_numpy(e)[None], echem_mask=torch.from_numpy(m)[None],
                   return_features=True)
@@ -127,6 +136,8 @@ def test_bundle_stores_checks_and_detector_applies_the_gate(gated_bundle):
                                         load_bundle)
     d, net, frames = gated_bundle
     plain = OnlineDetector(load_bundle(d)).label_frames(frames)
+    assert all(r["cluster_amount"] == pytest.approx(0.05) and r["cluster_shift_ppm"] == pytest.approx(90.0)
+               for r in plain)
     h0 = bundle_hash(d)
     F = _features(net, frames)
     # "present" on the second half of the run, so the gate closes on the first half
@@ -160,7 +171,16 @@ def test_bundle_stores_checks_and_detector_applies_the_gate(gated_bundle):
     # a changed gate file is refused with one line naming it
     p = d / "presence.safetensors"
     p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(BundleError, match="presence.safetensors: SHA-256 does not match"):
+    with pytest.raises(BundleError, match="presence.safetensors or presence.json: SHA-256 does not match"):
+        load_bundle(d)
+    # ... and so is a changed presence.json; the bundle still loads without its gate, and a
+    # new gate replaces the broken one
+    assert load_bundle(d, presence=False).presence_gate is None
+    attach_presence_gate(d, gate)
+    assert load_bundle(d).presence_gate is not None
+    j = d / "presence.json"
+    j.write_text(j.read_text().replace('"threshold": 0.5', '"threshold": 0.9'))
+    with pytest.raises(BundleError, match="presence.json: SHA-256 does not match"):
         load_bundle(d)
 
 

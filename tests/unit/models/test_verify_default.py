@@ -46,6 +46,7 @@ def test_side_file_difference_covers_the_presence_gate(tmp_path):
     b = _bundle(tmp_path / "b", 0)
     attach_presence_gate(b, PresenceGate(["cluster_amount"], C=0.01).fit(X, {"cluster_amount": amount}))
     assert 0.0 < vd.weight_difference(a, b, "presence.safetensors") < float("inf")
+    assert vd.same_params(a, a2, "presence.json") and not vd.same_params(a, b, "presence.json")
     # a bundle without the gate cannot match one with it
     assert vd.weight_difference(a, _bundle(tmp_path / "c", 0), "presence.safetensors") == float("inf")
 

@@ -61,6 +61,8 @@ def test_schema_covers_every_default_and_the_defaults_pass():
     ("model.hidden=0", "model.hidden", "an int >= 1"),
     ("presence.latents=[ce_amount]", "presence.latents", "cluster_amount, metal_amount"),
     ("presence.latents=[]", "presence.latents", "cluster_amount, metal_amount"),
+    ("presence.latents=[cluster_amount, cluster_amount]", "presence.latents", "distinct"),
+    ("model.aux=[metal_amount]", "presence.latents", "among model.aux"),
     ("presence.threshold=1", "presence.threshold", "a number in (0, 1)"),
     ("presence.free_below=0.01", "presence.free_below", "must not exceed presence.detect_limit"),
 ])
