@@ -40,9 +40,7 @@ detector then reports its score as ``ood_score`` and flags frames above the card
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -50,6 +48,7 @@ import numpy as np
 import torch
 
 from lisentry.datasets.errors import ConfigError
+from lisentry.models.sidefile import read_side_config, write_side_files
 
 FORMAT = "lisentry-ood-scorer"
 FORMAT_VERSION = 2
@@ -319,30 +318,15 @@ class FeatureOODScorer:
 
     def save(self, directory: str | Path, meta: Mapping | None = None) -> Path:
         """Write ``ood.safetensors`` and ``ood.json`` (plus ``meta`` under ``"meta"``)."""
-        from safetensors.numpy import save_file
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in self.tensors().items()}
-        # each file is written beside and renamed: a reader never sees half a file
-        save_file(arrays, str(d / (TENSORS + ".tmp")), metadata={"format": FORMAT})
-        os.replace(d / (TENSORS + ".tmp"), d / TENSORS)
-        cfg = {**self.config(), "meta": dict(meta or {})}
-        (d / (CONFIG + ".tmp")).write_text(json.dumps(cfg, indent=2, allow_nan=False) + "\n",
-                                           encoding="utf-8")
-        os.replace(d / (CONFIG + ".tmp"), d / CONFIG)
-        return d
+        return write_side_files(directory, TENSORS, CONFIG, self.tensors(),
+                                {**self.config(), "meta": dict(meta or {})}, FORMAT)
 
     @classmethod
     def load(cls, directory: str | Path) -> "FeatureOODScorer":
         """Inverse of :meth:`save`."""
         from safetensors.numpy import load_file
         d = Path(directory)
-        cfg = json.loads((d / CONFIG).read_text(encoding="utf-8"))
-        if cfg.get("format") != FORMAT:
-            raise ConfigError(f"{d / CONFIG}: not an OOD scorer (format is not '{FORMAT}')")
-        if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-            raise ConfigError(f"{d / CONFIG}: OOD scorer format {cfg['format_version']} is newer "
-                              f"than this lisentry reads ({FORMAT_VERSION})")
+        cfg = read_side_config(d, CONFIG, FORMAT, FORMAT_VERSION, "an", "OOD scorer")
         p = cfg["params"]
         comps = tuple(p.get("components", ("mahalanobis", "pca_residual")))   # v1: both
         sc = cls(p["n_components"], p["smooth_points"], p["shrinkage"], tuple(p["quantiles"]), comps,

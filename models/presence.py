@@ -15,15 +15,14 @@ pickle. It changes no class probability or label.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from lisentry.datasets.errors import ConfigError
+from lisentry.models.sidefile import read_side_config, write_side_files
 
 FORMAT = "lisentry-presence-gate"
 FORMAT_VERSION = 1
@@ -169,32 +168,19 @@ class PresenceGate:
 
     def save(self, directory: str | Path, meta: Mapping | None = None) -> Path:
         """Write ``presence.safetensors`` and ``presence.json`` (``meta`` under ``"meta"``)."""
-        from safetensors.numpy import save_file
         if self.coef_ is None:
             raise RuntimeError("PresenceGate is not fitted")
-        d = Path(directory)
         arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
                   "intercept": self.intercept_}
-        arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}
-        # written beside and renamed: a reader never sees half a file
-        save_file(arrays, str(d / (TENSORS + ".tmp")), metadata={"format": FORMAT})
-        os.replace(d / (TENSORS + ".tmp"), d / TENSORS)
-        text = json.dumps({**self.config(), "meta": dict(meta or {})}, indent=2, allow_nan=False)
-        (d / (CONFIG + ".tmp")).write_text(text + "\n", encoding="utf-8")
-        os.replace(d / (CONFIG + ".tmp"), d / CONFIG)
-        return d
+        return write_side_files(directory, TENSORS, CONFIG, arrays,
+                                {**self.config(), "meta": dict(meta or {})}, FORMAT)
 
     @classmethod
     def load(cls, directory: str | Path) -> "PresenceGate":
         """Inverse of :meth:`save`; raises ConfigError on a file it does not understand."""
         from safetensors.numpy import load_file
         d = Path(directory)
-        cfg = json.loads((d / CONFIG).read_text(encoding="utf-8"))
-        if cfg.get("format") != FORMAT:
-            raise ConfigError(f"{d / CONFIG}: not a presence gate (format is not '{FORMAT}')")
-        if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-            raise ConfigError(f"{d / CONFIG}: presence gate format {cfg['format_version']} is "
-                              f"newer than this lisentry reads ({FORMAT_VERSION})")
+        cfg = read_side_config(d, CONFIG, FORMAT, FORMAT_VERSION, "a", "presence gate")
         gate = cls(**cfg["params"])
         t = load_file(str(d / TENSORS))
         gate.mean_, gate.scale_ = t["mean"], t["scale"]
