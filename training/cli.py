@@ -117,8 +117,9 @@ def register(app: typer.Typer, friendly_errors) -> None:
         from lisentry.detector.hysteresis import AlarmPolicy
         from lisentry.models.bundle import load_bundle
         from lisentry.training.data import load_runs
-        from lisentry.training.evaluate import (evaluate_predictions, format_table,
-                                                predict_runs, save_json)
+        from lisentry.training.evaluate import (evaluate_predictions, format_latents,
+                                                format_table, latent_metrics, predict_runs,
+                                                save_json)
         ds = Dataset(dataset)
         bundle = load_bundle(model, expect_grid=ds.ppm_grid, expect_nucleus=dataset_nucleus(ds),
                              expect_processing=ds.manifest.get("processing"))
@@ -138,6 +139,11 @@ def register(app: typer.Typer, friendly_errors) -> None:
                              policy=policy)
         res = evaluate_predictions(runs, preds, float(det.get("horizon_s", 3600.0)))
         typer.echo(format_table(res))
+        # simulated datasets: how good the latent amounts are, as the detector reports them
+        lat = latent_metrics(bundle.model, runs, bundle.presence_gate)
+        if lat is not None:
+            res["latents"] = lat
+            typer.echo(format_latents(lat))
         path = save_json({"model": str(model), "dataset": str(dataset), "split": split, **res},
                          out or Path("evaluation.json"))
         typer.echo(f"metrics written to {path}", err=True)

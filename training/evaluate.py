@@ -98,6 +98,85 @@ def format_table(result: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+#: Latent amounts whose estimates :func:`latent_metrics` scores (the detector's output columns).
+LATENT_AMOUNTS = ("cluster_amount", "metal_amount", "ce_amount")
+
+
+def latent_metrics_from(reported: np.ndarray, truth: np.ndarray, aux_names: Sequence[str], *,
+                        detect: float = 0.005, free_below: float = 1e-4) -> dict | None:
+    """How good the latent estimates are, from ``(N, n_aux)`` reported and true values.
+
+    Per amount (clipped at 0, as the detector reports it): mean absolute error over frames
+    with a true value; the share of frames without it (truth below ``free_below``) on which
+    at least ``detect`` is reported; the share of frames with it (truth at least ``detect``)
+    on which it is. For the cluster shift: median and 90th-percentile absolute error (ppm) on
+    frames with a true cluster whose reported amount reaches ``detect`` (where a shift is
+    reported). ``None`` when no frame has a true value (measured runs).
+    """
+    names = list(aux_names)
+    rep, tru = np.asarray(reported, float), np.asarray(truth, float)
+    if not np.isfinite(tru).any():
+        return None
+
+    def share(x, m):
+        return float(np.mean(x[m])) if m.any() else None
+    out: dict = {}
+    for a in LATENT_AMOUNTS:
+        if a not in names:
+            continue
+        j = names.index(a)
+        e, t = np.maximum(rep[:, j], 0.0), tru[:, j]
+        ok = np.isfinite(t) & np.isfinite(e)
+        if not ok.any():
+            continue
+        free, real = ok & (t < free_below), ok & (t >= detect)
+        out[a] = {"mae": float(np.mean(np.abs(e[ok] - t[ok]))),
+                  "absent_reported": share(e >= detect, free),
+                  "present_reported": share(e >= detect, real),
+                  "n_frames": int(ok.sum())}
+    if {"cluster_amount", "cluster_shift_ppm"} <= set(names):
+        k, j = names.index("cluster_amount"), names.index("cluster_shift_ppm")
+        m = (np.isfinite(tru[:, j]) & np.isfinite(rep[:, j]) & (tru[:, k] >= detect)
+             & (rep[:, k] >= detect))
+        err = np.abs(rep[m, j] - tru[m, j])
+        out["cluster_shift_ppm"] = {
+            "median_abs": float(np.median(err)) if m.any() else None,
+            "p90_abs": float(np.quantile(err, 0.9)) if m.any() else None, "n_frames": int(m.sum())}
+    return out
+
+
+def latent_metrics(model, runs: Sequence[RunTensors], presence_gate=None, **kw) -> dict | None:
+    """:func:`latent_metrics_from` on ``model``'s estimates of ``runs``, with the bundle's
+    presence gate applied as the detector applies it."""
+    from lisentry.models.presence import run_outputs  # noqa: PLC0415
+    if not runs or not any(np.isfinite(r.aux).any() for r in runs):
+        return None
+    est, feats, truth = run_outputs(model, runs)
+    if presence_gate is not None:
+        est = presence_gate.apply(est, model.aux_names, feats)
+    res = latent_metrics_from(est, truth, model.aux_names, **kw)
+    if res is not None:
+        res["presence_gate"] = presence_gate is not None
+    return res
+
+
+def format_latents(lat: dict) -> str:
+    """A few lines for the table printed by ``lisentry evaluate``."""
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f} %"
+    lines = [f"latent estimates{' (presence gate applied)' if lat.get('presence_gate') else ''}:"]
+    for a in LATENT_AMOUNTS:
+        if a in lat:
+            v = lat[a]
+            lines.append(f"  {a:15s} MAE {v['mae']:.4f}; reported on {pct(v['absent_reported'])} of "
+                         f"frames without it, {pct(v['present_reported'])} of frames with it")
+    sh = lat.get("cluster_shift_ppm")
+    if sh and sh["n_frames"]:
+        lines.append(f"  cluster shift   median error {sh['median_abs']:.1f} ppm, 90th percentile "
+                     f"{sh['p90_abs']:.1f} ppm ({sh['n_frames']} frames)")
+    return "\n".join(lines)
+
+
 def save_json(obj, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

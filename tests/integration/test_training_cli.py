@@ -87,6 +87,10 @@ def test_train_track_register_evaluate(smoke):
     assert "all" in res.stdout and "macro-F1" in res.stdout
     ev = json.loads((smoke / "eval.json").read_text())
     assert ev["overall"]["n_runs"] == 20 and 0.0 <= ev["overall"]["accuracy"] <= 1.0
+    # simulated data: the latent estimates are scored too, as the detector reports them
+    assert "latent estimates (presence gate applied)" in res.stdout
+    assert ev["latents"]["presence_gate"] is True
+    assert ev["latents"]["cluster_amount"]["n_frames"] == ev["overall"]["n_frames"]
     # the trained bundle exports to one ONNX file that streams like the bundle
     res = lisentry("export", smoke / "model", "--out", smoke / "model.onnx", cwd=smoke)
     assert "same class on 100%" in res.stdout and (smoke / "model.onnx").stat().st_size > 1000
