@@ -16,8 +16,9 @@ float32 unless said):
     outputs of the previous call.
 
 Outputs: ``logits`` (1, 4) in the card's class order (divide by the card's temperature before
-the softmax), ``aux`` (1, n_aux) the latent-amount regressions (raw: the bundle's presence gate, which
-the detector applies to them, is not part of the file), and the new state. The file is
+the softmax), ``aux`` (1, n_aux) the latent amounts as the detector reports them before clipping
+at 0 (with the bundle's presence gate, when it has one and it is passed: a gated amount is 0 and
+the cluster shift NaN where the gate is closed), and the new state. The file is
 self-contained (weights inside, not in a side file) and carries the card's classes, grid,
 temperature, echem feature names and weights hash as metadata (``lisentry.*`` properties).
 Needs the optional ``onnx`` extra (onnxscript; onnxruntime for :func:`check_onnx`).
@@ -45,15 +46,39 @@ CARD_METADATA = ("classes", "nucleus", "ppm_grid", "temperature", "horizon_s", "
 
 
 class _StepModule(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, presence_gate=None):
         super().__init__()
         self.model = model
+        self.gated = presence_gate is not None
+        if self.gated:
+            # the gate (lisentry.models.presence) as tensor ops: open where the logistic score
+            # reaches the logit of its threshold; float64 like the detector's numpy version
+            g = presence_gate
+            names = list(model.aux_names)
+            self.register_buffer("g_mean", torch.from_numpy(np.asarray(g.mean_, np.float64)))
+            self.register_buffer("g_scale", torch.from_numpy(np.asarray(g.scale_, np.float64)))
+            self.register_buffer("g_coef", torch.from_numpy(np.asarray(g.coef_, np.float64)))
+            self.register_buffer("g_icpt", torch.from_numpy(np.asarray(g.intercept_, np.float64)))
+            self.g_logit = float(np.log(g.threshold / (1.0 - g.threshold)))
+            self.g_cols = [names.index(a) for a in g.latents]
+            self.g_shift = [names.index("cluster_shift_ppm") if a == "cluster_amount"
+                            and "cluster_shift_ppm" in names else -1 for a in g.latents]
 
     def forward(self, spectrum, echem, echem_mask, h, ref, ref_mask, n_seen):
         out, st = self.model.step(spectrum, echem,
                                   {"h": h, "ref": ref, "ref_mask": ref_mask, "n_seen": n_seen},
-                                  echem_mask=echem_mask)
-        return out["logits"], out["aux"], st["h"], st["ref"], st["ref_mask"], st["n_seen"]
+                                  echem_mask=echem_mask, return_features=self.gated)
+        aux = out["aux"]
+        if self.gated:
+            z = ((out["features"].double() - self.g_mean) / self.g_scale) @ self.g_coef.T + self.g_icpt
+            closed = z < self.g_logit                           # (1, n_gated)
+            cols = list(aux.unbind(-1))
+            for i, (j, k) in enumerate(zip(self.g_cols, self.g_shift)):
+                cols[j] = torch.where(closed[:, i], torch.zeros_like(cols[j]), cols[j])
+                if k >= 0:
+                    cols[k] = torch.where(closed[:, i], torch.full_like(cols[k], float("nan")), cols[k])
+            aux = torch.stack(cols, -1)
+        return out["logits"], aux, st["h"], st["ref"], st["ref_mask"], st["n_seen"]
 
 
 def _require(module: str, what: str) -> None:
@@ -61,7 +86,8 @@ def _require(module: str, what: str) -> None:
         raise ImportError(f"{what} needs {module} (pip install 'lisentry[onnx]')")
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, card: Mapping[str, Any] | None = None) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, *, card: Mapping[str, Any] | None = None,
+                presence_gate=None) -> Path:
     """Export the streaming step (one frame, batch 1) to a self-contained ONNX file.
 
     Parameters
@@ -72,6 +98,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, card: Mapping[str, Any] |
         The ``.onnx`` file to write (atomically: written beside it, then renamed).
     card : mapping, optional
         The bundle card; its classes, grid, temperature, ... go into the file's metadata.
+    presence_gate : PresenceGate, optional
+        The bundle's presence gate, built into the file so ``aux`` is what the detector
+        reports (``lisentry export`` passes the bundle's).
 
     Raises
     ------
@@ -94,11 +123,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, card: Mapping[str, Any] |
         # the exporter's notes on the GRU's flat weights and pytree internals: not actionable here
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        prog = torch.onnx.export(_StepModule(model).eval(), args, dynamo=True,
+        prog = torch.onnx.export(_StepModule(model, presence_gate).eval(), args, dynamo=True,
                                  input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),
                                  verbose=False)
     proto = prog.model_proto
-    props = {"lisentry.format": "streaming step, batch 1 (lisentry.models.onnx_export)"}
+    props = {"lisentry.format": "streaming step, batch 1 (lisentry.models.onnx_export)",
+             "lisentry.presence_gate": json.dumps(None if presence_gate is None
+                                                  else list(presence_gate.latents))}
     for key in CARD_METADATA:
         if card is not None and card.get(key) is not None:
             props[f"lisentry.{key}"] = json.dumps(card[key])
@@ -127,7 +158,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def check_onnx(model: nn.Module, path: str | Path, *, n_frames: int = 60, seed: int = 0) -> dict:
+def check_onnx(model: nn.Module, path: str | Path, *, n_frames: int = 60, seed: int = 0,
+               presence_gate=None) -> dict:
     """Stream the same frames through the model and the exported file; compare.
 
     The frames are synthetic Lorentzian lines on the model's grid with an uncovered edge
@@ -181,11 +213,16 @@ def check_onnx(model: nn.Module, path: str | Path, *, n_frames: int = 60, seed: 
             with torch.inference_mode():
                 out, tst = model.step(torch.from_numpy(spectra[t:t + 1]),
                                       torch.from_numpy(echem[t:t + 1]), tst,
-                                      echem_mask=torch.from_numpy(mask[t:t + 1]))
+                                      echem_mask=torch.from_numpy(mask[t:t + 1]),
+                                      return_features=presence_gate is not None)
             t_torch += time.perf_counter() - t0
             lt, at = out["logits"].numpy(), out["aux"].numpy()
+            if presence_gate is not None:      # as the detector applies it
+                at = presence_gate.apply(at, model.aux_names, out["features"].double().numpy())
             d_logit = max(d_logit, float(np.max(np.abs(res[0] - lt))))
-            d_aux = max(d_aux, float(np.max(np.abs(res[1] - at))))
+            both_nan = np.isnan(res[1]) & np.isnan(at)
+            diff = np.where(both_nan, 0.0, np.abs(res[1] - at))   # a NaN on one side only: inf
+            d_aux = max(d_aux, float(np.max(np.nan_to_num(diff, nan=np.inf))))
             agree += int(np.argmax(res[0]) == np.argmax(lt))
     finally:
         torch.set_num_threads(threads)

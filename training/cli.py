@@ -82,7 +82,8 @@ def register(app: typer.Typer, friendly_errors) -> None:
         from lisentry.models.onnx_export import check_onnx, export_onnx
         bundle = load_bundle(model)
         try:
-            path = export_onnx(bundle.model, out, card=bundle.card)
+            path = export_onnx(bundle.model, out, card=bundle.card,
+                               presence_gate=bundle.presence_gate)
         except ImportError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
@@ -94,7 +95,7 @@ def register(app: typer.Typer, friendly_errors) -> None:
                    "echem_mask and the state (lisentry.models.onnx_export)")
         if check:
             try:
-                r = check_onnx(bundle.model, path)
+                r = check_onnx(bundle.model, path, presence_gate=bundle.presence_gate)
             except ImportError as exc:
                 typer.echo(f"not checked: {exc}", err=True)
                 return
@@ -102,7 +103,7 @@ def register(app: typer.Typer, friendly_errors) -> None:
                        f"{r['max_abs_logit_diff']:.1e}, aux {r['max_abs_aux_diff']:.1e}, same class on "
                        f"{r['argmax_agree']:.0%}; {r['onnx_ms_per_frame']:.2f} ms/frame in ONNX "
                        f"Runtime, {r['torch_ms_per_frame']:.2f} in PyTorch (1 thread)")
-            if r["argmax_agree"] < 1.0 or r["max_abs_logit_diff"] > 1e-3:
+            if r["argmax_agree"] < 1.0 or r["max_abs_logit_diff"] > 1e-3 or r["max_abs_aux_diff"] > 1e-3:
                 typer.echo("error: the exported model does not match the bundle", err=True)
                 raise typer.Exit(1)
 

@@ -202,3 +202,42 @@ def test_saving_a_new_bundle_drops_the_old_gate(gated_bundle):
     save_bundle(d, net, {"temperature": 0.05})
     assert not (d / "presence.safetensors").exists() and not (d / "presence.json").exists()
     assert load_bundle(d).presence_gate is None
+
+
+def test_onnx_export_carries_the_gate(gated_bundle, tmp_path):
+    """``aux`` of the exported step is what the detector reports: gated amounts 0 and no
+    shift where the gate is closed, the raw estimate where it is open."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from lisentry.detector.online import OnlineDetector
+    from lisentry.models.bundle import attach_presence_gate, load_bundle
+    from lisentry.models.features import echem_features
+    from lisentry.models.onnx_export import check_onnx, export_onnx, read_metadata
+    d, net, frames = gated_bundle
+    F = _features(net, frames)
+    truth = np.where(np.arange(len(frames)) >= len(frames) // 2, 0.1, 0.0)
+    attach_presence_gate(d, PresenceGate(["cluster_amount"]).fit(F, {"cluster_amount": truth}))
+    b = load_bundle(d)
+    rows = OnlineDetector(b).label_frames(frames)
+    path = export_onnx(b.model, tmp_path / "g.onnx", card=b.card, presence_gate=b.presence_gate)
+    assert read_metadata(path)["presence_gate"] == ["cluster_amount"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    e, m = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
+                          [f.current_A for f in frames], [f.charge_C for f in frames])
+    st = {k: v.numpy() for k, v in b.model.init_state(1).items()}
+    names = list(b.model.aux_names)
+    k, j = names.index("cluster_amount"), names.index("cluster_shift_ppm")
+    closed = 0
+    for t, (f, row) in enumerate(zip(frames, rows)):
+        res = sess.run(None, {"spectrum": f.intensity[None].astype(np.float32),
+                              "echem": e[t:t + 1], "echem_mask": m[t:t + 1], **st})
+        st = dict(zip(("h", "ref", "ref_mask", "n_seen"), res[2:]))
+        assert res[1][0, k] == pytest.approx(row["cluster_amount"], abs=1e-5)
+        assert np.isnan(res[1][0, j]) == np.isnan(row["cluster_shift_ppm"])
+        closed += row["cluster_amount"] == 0.0
+    assert 0 < closed < len(frames)
+    # the parity check compares the file with the gated amounts (and a plain file with raw ones)
+    assert check_onnx(b.model, path, n_frames=8, presence_gate=b.presence_gate)["max_abs_aux_diff"] < 1e-4
+    plain = export_onnx(b.model, tmp_path / "plain.onnx")
+    assert read_metadata(plain)["presence_gate"] is None
+    assert check_onnx(b.model, plain, n_frames=8)["max_abs_aux_diff"] < 1e-4
