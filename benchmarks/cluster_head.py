@@ -71,16 +71,10 @@ def family_errors(estimate: np.ndarray, truth: np.ndarray, family: np.ndarray, *
 
 def shift_errors(estimate_ppm, truth_ppm, true_amount, reported_amount, *,
                  detect: float = 0.005) -> dict:
-    """Error of the reported cluster shift (ppm) on frames with a true cluster >= ``detect``
-    whose reported amount reaches ``detect`` too (where the detector reports a shift): median
-    and 90th percentile of the absolute error, and the number of such frames."""
-    e, t = np.asarray(estimate_ppm, float), np.asarray(truth_ppm, float)
-    ta, ra = np.asarray(true_amount, float), np.asarray(reported_amount, float)
-    m = np.isfinite(e) & np.isfinite(t) & (ta >= detect) & (ra >= detect)
-    err = np.abs(e[m] - t[m])
-    return {"median_abs_ppm": float(np.median(err)) if m.any() else None,
-            "p90_abs_ppm": float(np.quantile(err, 0.9)) if m.any() else None,
-            "n_frames": int(m.sum())}
+    """:func:`lisentry.training.evaluate.shift_error` under this script's JSON keys."""
+    from lisentry.training.evaluate import shift_error
+    r = shift_error(estimate_ppm, truth_ppm, true_amount, reported_amount, detect=detect)
+    return {"median_abs_ppm": r["median_abs"], "p90_abs_ppm": r["p90_abs"], "n_frames": r["n_frames"]}
 
 
 def _collect(bundle, spec: str):

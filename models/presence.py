@@ -243,19 +243,17 @@ def gate_report(gate: PresenceGate, model, runs, *, batch_runs: int = 8) -> dict
     names = list(model.aux_names)
     if not runs:
         return {}
+    from lisentry.training.evaluate import reported_shares  # noqa: PLC0415
     est, feats, truth = run_outputs(model, runs, batch_runs=batch_runs)
     gated = gate.apply(est, names, feats)
-
-    def share(x, m):
-        return float(np.mean(x[m])) if m.any() else None
     out = {}
     for a in gate.latents:
         j = names.index(a)
-        t = truth[:, j]
-        free, real = np.isfinite(t) & (t < gate.free_below), np.isfinite(t) & (t >= gate.detect_limit)
-        out[a] = {"absent_reported_ungated": share(est[:, j] >= gate.detect_limit, free),
-                  "absent_reported": share(gated[:, j] >= gate.detect_limit, free),
-                  "present_reported_ungated": share(est[:, j] >= gate.detect_limit, real),
-                  "present_reported": share(gated[:, j] >= gate.detect_limit, real),
-                  "n_absent": int(free.sum()), "n_present": int(real.sum())}
+        kw = dict(detect=gate.detect_limit, free_below=gate.free_below)
+        raw, new = reported_shares(est[:, j], truth[:, j], **kw), reported_shares(gated[:, j], truth[:, j], **kw)
+        out[a] = {"absent_reported_ungated": raw["absent_reported"],
+                  "absent_reported": new["absent_reported"],
+                  "present_reported_ungated": raw["present_reported"],
+                  "present_reported": new["present_reported"],
+                  "n_absent": new["n_absent"], "n_present": new["n_present"]}
     return out

@@ -117,9 +117,6 @@ def latent_metrics_from(reported: np.ndarray, truth: np.ndarray, aux_names: Sequ
     rep, tru = np.asarray(reported, float), np.asarray(truth, float)
     if not np.isfinite(tru).any():
         return None
-
-    def share(x, m):
-        return float(np.mean(x[m])) if m.any() else None
     out: dict = {}
     for a in LATENT_AMOUNTS:
         if a not in names:
@@ -129,20 +126,42 @@ def latent_metrics_from(reported: np.ndarray, truth: np.ndarray, aux_names: Sequ
         ok = np.isfinite(t) & np.isfinite(e)
         if not ok.any():
             continue
-        free, real = ok & (t < free_below), ok & (t >= detect)
         out[a] = {"mae": float(np.mean(np.abs(e[ok] - t[ok]))),
-                  "absent_reported": share(e >= detect, free),
-                  "present_reported": share(e >= detect, real),
+                  **reported_shares(e, t, detect=detect, free_below=free_below),
                   "n_frames": int(ok.sum())}
+        for key in ("n_absent", "n_present"):
+            out[a].pop(key)
     if {"cluster_amount", "cluster_shift_ppm"} <= set(names):
         k, j = names.index("cluster_amount"), names.index("cluster_shift_ppm")
-        m = (np.isfinite(tru[:, j]) & np.isfinite(rep[:, j]) & (tru[:, k] >= detect)
-             & (rep[:, k] >= detect))
-        err = np.abs(rep[m, j] - tru[m, j])
-        out["cluster_shift_ppm"] = {
-            "median_abs": float(np.median(err)) if m.any() else None,
-            "p90_abs": float(np.quantile(err, 0.9)) if m.any() else None, "n_frames": int(m.sum())}
+        out["cluster_shift_ppm"] = shift_error(rep[:, j], tru[:, j], tru[:, k], rep[:, k],
+                                               detect=detect)
     return out
+
+
+def reported_shares(reported, truth, *, detect: float = 0.005, free_below: float = 1e-4) -> dict:
+    """Of the frames without an amount (truth below ``free_below``) and with it (truth at least
+    ``detect``), the shares on which at least ``detect`` is reported (``None`` where there are
+    no such frames), and how many frames each share is over. NaN truths count as neither."""
+    e, t = np.asarray(reported, float), np.asarray(truth, float)
+    ok = np.isfinite(t)
+    free, real = ok & (t < free_below), ok & (t >= detect)
+    hit = e >= detect
+    return {"absent_reported": float(np.mean(hit[free])) if free.any() else None,
+            "present_reported": float(np.mean(hit[real])) if real.any() else None,
+            "n_absent": int(free.sum()), "n_present": int(real.sum())}
+
+
+def shift_error(estimate_ppm, truth_ppm, true_amount, reported_amount, *,
+                detect: float = 0.005) -> dict:
+    """Error of the reported cluster shift (ppm) on frames with a true cluster >= ``detect``
+    whose reported amount reaches ``detect`` too (where the detector reports a shift): median
+    and 90th percentile of the absolute error (``None`` without such frames), and their number."""
+    e, t = np.asarray(estimate_ppm, float), np.asarray(truth_ppm, float)
+    ta, ra = np.asarray(true_amount, float), np.asarray(reported_amount, float)
+    m = np.isfinite(e) & np.isfinite(t) & (ta >= detect) & (ra >= detect)
+    err = np.abs(e[m] - t[m])
+    return {"median_abs": float(np.median(err)) if m.any() else None,
+            "p90_abs": float(np.quantile(err, 0.9)) if m.any() else None, "n_frames": int(m.sum())}
 
 
 def latent_metrics(model, runs: Sequence[RunTensors], presence_gate=None, **kw) -> dict | None:
