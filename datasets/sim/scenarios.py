@@ -26,6 +26,8 @@ YAML shape::
       hold_offset_V: [-0.002, 0.002]       # added to every hold potential
       initial_rest_h: [-0.5, 1.0]          # open-circuit rest before the first step, h
                                            # (a draw <= 0: none; protocol times shift with it)
+      polarity: [-1, 1]                    # a draw < 0 swaps the electrodes: currents and
+                                           # potential limits change sign (symmetric cells)
 
 Families whose short has electrochemical/spectral precursors say so in
 ``has_short_precursors``; lead-time goals apply to those (interfaces.md).
@@ -76,7 +78,7 @@ _ACQ_DEFAULTS = {"field_MHz": 500.0, "ns": 120, "d1_s": 5.0, "frame_period_s": 6
                  "snr": 200.0, "phc0_deg": 0.0, "phc1_deg": 0.0}
 _TOP_KEYS = {"name", "description", "source", "has_short_precursors", "precursors", "dt_s",
              "protocol", "cell", "nmr", "acquisition", "randomize"}
-_SPECIAL_RANDOM = ("current_scale", "hazard_scale", "hold_offset_V", "initial_rest_h")
+_SPECIAL_RANDOM = ("current_scale", "hazard_scale", "hold_offset_V", "initial_rest_h", "polarity")
 
 # Bulk-magnetic-susceptibility shift of a flat Li electrode vs its angle to B0 (domain.md).
 _CE_ANGLES = (0.0, 30.0, 45.0, 90.0)
@@ -314,6 +316,33 @@ def _scale_protocol(protocol: Protocol, current_scale: float, hold_offset_V: flo
     return Protocol(tuple(steps))
 
 
+def reversed_polarity(protocol: Protocol) -> Protocol:
+    """``protocol`` with the working and counter electrodes swapped: every current step runs the
+    other way and every potential limit or hold changes sign.
+
+    In a symmetric cell (Li | Li) which foil is the "working" electrode is a wiring convention:
+    the same experiment gives a positive or a negative potential depending on the cables. A
+    family that draws ``polarity`` (a draw < 0 reverses) teaches a model that the sign of a
+    symmetric cell's potential says which electrode is plated, not whether Li plates.
+
+    >>> p = Protocol.parse(["Delithiate at 1 mA/cm2 for 1 h", "Lithiate at 1 mA until -0.5 V"])
+    >>> [(s.direction, [(l.kind, l.value) for l in s.limits]) for s in reversed_polarity(p).steps]
+    [(1, [('duration_s', 3600.0)]), (-1, [('potential_V', 0.5)])]
+    """
+    steps = []
+    for s in protocol.steps:
+        if isinstance(s, CurrentStep):
+            limits = tuple(Limit(lim.kind, -lim.value) if lim.kind == "potential_V" else lim
+                           for lim in s.limits)
+            s = dataclasses.replace(s, direction=-s.direction, limits=limits,
+                                    description=f"{s.description} [reversed polarity]")
+        elif isinstance(s, HoldStep):
+            s = dataclasses.replace(s, value_V=-s.value_V,
+                                    description=f"{s.description} [reversed polarity]")
+        steps.append(s)
+    return Protocol(tuple(steps))
+
+
 def with_initial_rest(protocol: Protocol, rest_s: float) -> Protocol:
     """``protocol`` preceded by ``rest_s`` seconds at open circuit.
 
@@ -363,7 +392,7 @@ def sample_params(family: str | Family, rng: np.random.Generator | int | None = 
     cell = fam.cell.to_dict()
     nmr, acq = dict(fam.nmr), dict(fam.acquisition)
     special = {"current_scale": 1.0, "hazard_scale": 1.0, "hold_offset_V": 0.0,
-               "initial_rest_h": 0.0}
+               "initial_rest_h": 0.0, "polarity": 1.0}
     for key in sorted(fam.randomize):
         lo, hi, log = _range(key, fam.randomize[key])
         val = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if log else float(rng.uniform(lo, hi))
@@ -381,6 +410,8 @@ def sample_params(family: str | Family, rng: np.random.Generator | int | None = 
                 cell[name] = cell[name] * special["hazard_scale"]
     cell["larmor_MHz"] = float(acq["field_MHz"]) * LI7_GAMMA_RATIO
     protocol = _scale_protocol(fam.protocol, special["current_scale"], special["hold_offset_V"])
+    if special["polarity"] < 0:
+        protocol = reversed_polarity(protocol)
     protocol = with_initial_rest(protocol, max(special["initial_rest_h"], 0.0) * 3600.0)
     return dataclasses.replace(fam, protocol=protocol, cell=CellParams.from_dict(cell), nmr=nmr,
                                acquisition=acq)

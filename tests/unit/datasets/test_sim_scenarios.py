@@ -219,3 +219,41 @@ def test_labels_on_simulated_lowpressure_run():
     assert np.all(labels[t >= tr.t_short_s - 600] == "imminent_short")
     assert np.all(label_frames(t, tr)[t >= tr.t_short_s - 3600] == "imminent_short")
     assert "cluster_growth" not in set(labels)
+
+
+def test_reversed_polarity_swaps_the_electrodes_of_a_symmetric_cell():
+    """A symmetric Li | Li cell wired the other way round: the same run with the potential's sign
+    flipped, the same metal growth and the same labels (the sign says which foil is plated)."""
+    from lisentry.datasets.sim.scenarios import get_family, reversed_polarity
+    from lisentry.datasets.sim.protocol import HoldStep, Protocol
+    p = Protocol.parse(["Delithiate at 1 mA/cm2 until 0.5 V", "Hold at -5.5 mV for 1 h",
+                        "Rest for 10 min"])
+    r = reversed_polarity(p)
+    assert r.steps[0].direction == -p.steps[0].direction
+    assert r.steps[0].limits[0].value == -0.5
+    assert isinstance(r.steps[1], HoldStep) and r.steps[1].value_V == 5.5e-3
+    assert r.steps[2] == p.steps[2]
+    assert reversed_polarity(r).steps[0].direction == p.steps[0].direction
+
+    fam = get_family("li_plating_liquid_li")
+    runs = {}
+    for pol in ((0.5, 1.0), (-1.0, -0.5)):
+        f = dataclasses.replace(fam, randomize={**dict(fam.randomize), "polarity": list(pol)})
+        traj = sample_params(f, 3).simulate(3)
+        runs[pol[0] > 0] = traj
+    a, b = runs[True], runs[False]
+    on = np.abs(a.current_A) > 0
+    assert np.all(a.current_A[on] < 0) and np.all(b.current_A[on] > 0)
+    np.testing.assert_allclose(b.potential_V, -a.potential_V, atol=1e-9)
+    np.testing.assert_allclose(b.metal_amount, a.metal_amount, atol=1e-12)
+
+
+def test_polarity_is_drawn_only_where_a_family_names_it():
+    """Adding the key draws it last (keys are drawn in sorted order), so the family's other
+    parameters are unchanged; families without it are untouched."""
+    from lisentry.datasets.sim.scenarios import get_family
+    fam = get_family("li_plating_liquid_li")
+    assert "polarity" not in fam.randomize
+    with_key = dataclasses.replace(fam, randomize={**dict(fam.randomize), "polarity": [0.5, 1.0]})
+    assert sample_params(with_key, 7).cell == sample_params(fam, 7).cell
+    assert sample_params(with_key, 7).acquisition == sample_params(fam, 7).acquisition
