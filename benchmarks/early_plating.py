@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # Usage: python benchmarks/early_plating.py [NAME=BUNDLE ...] [--runs 12] [--out FILE.json]
-#        (default: default=models/default; about 1 min per bundle)
+#        (default: default=models/default; under a minute for the default)
 """How soon each bundle calls plating in one-way Li | liquid | Li runs, with and without a
 current column in the potentiostat log (not a speed benchmark).
 
@@ -60,6 +60,7 @@ LOGS = {"as simulated": lambda fr: fr,
 
 
 def first_index(labels, cls="plating_onset") -> int | None:
+    """Index of the first frame labelled ``cls`` (None when there is none)."""
     hits = np.flatnonzero(np.asarray(labels) == cls)
     return int(hits[0]) if len(hits) else None
 
@@ -79,15 +80,37 @@ def measured_like_family(polarized_from_start: bool = False):
 
 
 def lags(bundles: dict, n_runs: int, max_frames: int = 60, polarized_from_start: bool = False) -> dict:
-    """``{log: {bundle: {"lag_frames": [...], "lag_min": [...], "missed": n}}}``."""
+    """Plating lag of each bundle behind the truth, per log.
+
+    Parameters
+    ----------
+    bundles : dict of str to Bundle
+    n_runs : int
+        Simulated runs (seeds 20000...); the same runs for every bundle and log.
+    max_frames : int
+        Frames simulated per run (60 frames of 240-360 s: 4-6 h).
+    polarized_from_start : bool
+        See :func:`measured_like_family`.
+
+    Returns
+    -------
+    dict
+        ``{log: {bundle: {"lag_frames": [...], "lag_min": [...], "missed": n, "no_truth": n}}}``:
+        lag of the first ``plating_onset`` label behind the truth's first, in frames and minutes
+        (negative: early); runs where the bundle never says plating count as ``missed`` and runs
+        whose truth has no plating in ``max_frames`` as ``no_truth``, both outside the lags.
+    """
     fam = measured_like_family(polarized_from_start)
-    res = {log: {k: {"lag_frames": [], "lag_min": [], "missed": 0} for k in bundles} for log in LOGS}
+    res = {log: {k: {"lag_frames": [], "lag_min": [], "missed": 0, "no_truth": 0} for k in bundles}
+           for log in LOGS}
     for seed in range(n_runs):
         sim = simulate_run(fam, 20_000 + seed, max_frames=max_frames)
         for name, b in bundles.items():
             run = to_run(sim, Pipeline(ProcessingConfig.from_dict(b.processing)))
             truth = first_index([f.label for f in run.frames])
             if truth is None:
+                for log in LOGS:
+                    res[log][name]["no_truth"] += 1
                 continue
             t = [f.t_s for f in run.frames]
             for log, edit in LOGS.items():
@@ -103,8 +126,13 @@ def lags(bundles: dict, n_runs: int, max_frames: int = 60, polarized_from_start:
 
 
 def real_run_first(bundles: dict) -> dict:
+    """Expno of the measured run's first ``plating_onset`` frame for each bundle (None: never),
+    read as ``make real-run`` reads it."""
     from lisentry.datasets.loading import LoadOptions, load_run
-    echem = next((REAL / "echem").glob("*_03_GCPL_C05.txt"))
+    echem = next((REAL / "echem").glob("*_03_GCPL_C05.txt"), None)
+    if echem is None:
+        raise SystemExit(f"{REAL / 'echem'}: no *_03_GCPL_C05.txt potential export")
+    # the export has no absolute start; the sequence start comes from the .mpr files (docs/real_run.md)
     out = {}
     for name, b in bundles.items():
         run = load_run(REAL / "nmr", LoadOptions(echem=echem, echem_start="2023-08-11T12:40:15+01:00"),
@@ -113,6 +141,22 @@ def real_run_first(bundles: dict) -> dict:
         i = first_index([r["label"] for r in OnlineDetector(b).label_frames(run.frames)])
         out[name] = None if i is None else run.frames[i].expno
     return out
+
+
+def _median(x) -> float:
+    return float(np.median(x)) if x else math.nan
+
+
+def print_lags(result: dict) -> None:
+    """One line per log and bundle: median lag (frames, minutes), largest lag, misses."""
+    for start in ("logs", "polarized_from_start"):
+        for log, by_bundle in result.get(start, {}).items():
+            label = log if start == "logs" else f"{log} (no rest)"
+            for name, v in by_bundle.items():
+                print(f"{label:46s} {name:12s} plating lag behind the truth: median "
+                      f"{_median(v['lag_frames']):5.1f} frames, {_median(v['lag_min']):6.1f} min (max "
+                      f"{max(v['lag_frames'], default=math.nan)} frames); missed {v['missed']}, "
+                      f"no plating in the truth {v['no_truth']}")
 
 
 def main(argv=None) -> None:
@@ -128,14 +172,7 @@ def main(argv=None) -> None:
     result = {"runs": a.runs, "regime": MEASURED_LIKE, "logs": lags(bundles, a.runs)}
     if a.polarized_from_start:
         result["polarized_from_start"] = lags(bundles, a.runs, polarized_from_start=True)
-    med = lambda x: float(np.median(x)) if x else math.nan  # noqa: E731
-    for start in ("logs", "polarized_from_start"):
-        for log, by_bundle in result.get(start, {}).items():
-            label = log if start == "logs" else f"{log} (no rest)"
-            for name, v in by_bundle.items():
-                print(f"{label:46s} {name:12s} plating lag behind the truth: median "
-                      f"{med(v['lag_frames']):5.1f} frames, {med(v['lag_min']):6.1f} min (max "
-                      f"{max(v['lag_frames'], default=math.nan)} frames); missed {v['missed']}")
+    print_lags(result)
     if (REAL / "nmr").is_dir():
         result["measured_run_plating_from_frame"] = real_run_first(bundles)
         for name, f in result["measured_run_plating_from_frame"].items():

@@ -260,7 +260,18 @@ def get_family(name_or_family: str | Family) -> Family:
     return FAMILIES[name_or_family]
 
 
+def _check_polarity(fam: Family) -> None:
+    """``polarity`` only for symmetric Li | Li cells: elsewhere the cell model is not mirror-symmetric
+    (one-sided background sinks, CE voids and hazards), so a reversed run would not be the same
+    experiment wired the other way."""
+    if "polarity" in fam.randomize and fam.cell.host_kind != "li_metal":
+        raise ConfigError(f"Family {fam.name!r}: the randomize key 'polarity' is only for symmetric "
+                          f"Li | Li cells (cell.host_kind li_metal). Got host_kind "
+                          f"{fam.cell.host_kind!r}.")
+
+
 def _check_randomize(fam: Family) -> None:
+    _check_polarity(fam)
     cell_names = {f.name for f in dataclasses.fields(CellParams)}
     for key, rng in fam.randomize.items():
         if key in _SPECIAL_RANDOM:
@@ -323,7 +334,9 @@ def reversed_polarity(protocol: Protocol) -> Protocol:
     In a symmetric cell (Li | Li) which foil is the "working" electrode is a wiring convention:
     the same experiment gives a positive or a negative potential depending on the cables. A
     family that draws ``polarity`` (a draw < 0 reverses) teaches a model that the sign of a
-    symmetric cell's potential says which electrode is plated, not whether Li plates.
+    symmetric cell's potential says which electrode is plated, not whether Li plates. The
+    simulated potential is then exactly mirrored because the Li | Li cell model has no one-sided
+    terms in use; the key is refused for other cells.
 
     >>> p = Protocol.parse(["Delithiate at 1 mA/cm2 for 1 h", "Lithiate at 1 mA until -0.5 V"])
     >>> [(s.direction, [(l.kind, l.value) for l in s.limits]) for s in reversed_polarity(p).steps]
@@ -388,6 +401,7 @@ def sample_params(family: str | Family, rng: np.random.Generator | int | None = 
     True
     """
     fam = get_family(family)
+    _check_polarity(fam)
     rng = np.random.default_rng(rng)
     cell = fam.cell.to_dict()
     nmr, acq = dict(fam.nmr), dict(fam.acquisition)

@@ -227,10 +227,12 @@ def test_reversed_polarity_swaps_the_electrodes_of_a_symmetric_cell():
     from lisentry.datasets.sim.scenarios import get_family, reversed_polarity
     from lisentry.datasets.sim.protocol import HoldStep, Protocol
     p = Protocol.parse(["Delithiate at 1 mA/cm2 until 0.5 V", "Hold at -5.5 mV for 1 h",
-                        "Rest for 10 min"])
+                        "Rest for 10 min", "Lithiate at 1 mA until 2 h"])
     r = reversed_polarity(p)
     assert r.steps[0].direction == -p.steps[0].direction
     assert r.steps[0].limits[0].value == -0.5
+    assert r.steps[3].direction == -p.steps[3].direction
+    assert r.steps[3].limits == p.steps[3].limits          # a clock limit keeps its sign
     assert isinstance(r.steps[1], HoldStep) and r.steps[1].value_V == 5.5e-3
     assert r.steps[2] == p.steps[2]
     assert reversed_polarity(r).steps[0].direction == p.steps[0].direction
@@ -246,14 +248,25 @@ def test_reversed_polarity_swaps_the_electrodes_of_a_symmetric_cell():
     assert np.all(a.current_A[on] < 0) and np.all(b.current_A[on] > 0)
     np.testing.assert_allclose(b.potential_V, -a.potential_V, atol=1e-9)
     np.testing.assert_allclose(b.metal_amount, a.metal_amount, atol=1e-12)
+    la, lb = (label_frames(x.t_s[::30], x) for x in (a, b))
+    assert list(la) == list(lb) and "plating_onset" in list(la)
+
+
+def test_polarity_is_refused_outside_symmetric_li_cells():
+    from lisentry.datasets.sim.scenarios import get_family
+    fam = get_family("hc_sulfide_hold")
+    bad = dataclasses.replace(fam, randomize={**dict(fam.randomize), "polarity": [-1, 1]})
+    with pytest.raises(ConfigError, match="only for symmetric"):
+        sample_params(bad, 0)
 
 
 def test_polarity_is_drawn_only_where_a_family_names_it():
     """Adding the key draws it last (keys are drawn in sorted order), so the family's other
-    parameters are unchanged; families without it are untouched."""
+    parameters are unchanged."""
     from lisentry.datasets.sim.scenarios import get_family
     fam = get_family("li_plating_liquid_li")
     assert "polarity" not in fam.randomize
     with_key = dataclasses.replace(fam, randomize={**dict(fam.randomize), "polarity": [0.5, 1.0]})
-    assert sample_params(with_key, 7).cell == sample_params(fam, 7).cell
-    assert sample_params(with_key, 7).acquisition == sample_params(fam, 7).acquisition
+    a, b = sample_params(with_key, 7), sample_params(fam, 7)
+    assert (a.cell, a.nmr, a.acquisition) == (b.cell, b.nmr, b.acquisition)
+    assert a.protocol.to_dict() == b.protocol.to_dict()

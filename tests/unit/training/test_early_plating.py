@@ -33,10 +33,18 @@ def test_polarized_from_start_drops_every_rest_before_the_current():
 
 
 def test_regime_is_the_measured_runs():
-    fam = ep.measured_like_family()
-    assert fam.randomize["nmr.ce_orientation_deg"] == [75, 90]
-    assert fam.randomize["acquisition.field_MHz"] == [300, 300]
-    assert fam.randomize["acquisition.frame_period_s"] == [240, 360]
+    """The runs it simulates: 300 MHz (7Li at 116.6 MHz), 240-360 s frames, the electrode line
+    near the measured run's 248 ppm (plane at 75-90 deg to B0: 242-246 ppm)."""
+    from lisentry.datasets.sim.scenarios import ce_shift_ppm, sample_params
+    for seed in (0, 1):
+        fam = sample_params(ep.measured_like_family(), seed)
+        assert 242.0 <= ce_shift_ppm(fam.nmr["ce_orientation_deg"]) <= 246.0
+        assert 200 <= fam.acquisition["snr"] <= 400
+        run = to_run(simulate_run(ep.measured_like_family(), seed, max_frames=4),
+                     Pipeline(ProcessingConfig()))
+        assert abs(run.frames[0].sfo1_MHz - 116.6) < 0.1
+        dt = np.diff([f.t_s for f in run.frames])
+        assert np.all((dt >= 240) & (dt <= 360)), dt
 
 
 def test_logs_mask_the_current_and_the_first_potentials():
