@@ -105,8 +105,12 @@ def lags(bundles: dict, n_runs: int, max_frames: int = 60, polarized_from_start:
            for log in LOGS}
     for seed in range(n_runs):
         sim = simulate_run(fam, 20_000 + seed, max_frames=max_frames)
+        processed = {}      # bundles with the same processing share one pass of the pipeline
         for name, b in bundles.items():
-            run = to_run(sim, Pipeline(ProcessingConfig.from_dict(b.processing)))
+            key = json.dumps(b.processing, sort_keys=True)
+            if key not in processed:
+                processed[key] = to_run(sim, Pipeline(ProcessingConfig.from_dict(b.processing)))
+            run = processed[key]
             truth = first_index([f.label for f in run.frames])
             if truth is None:
                 for log in LOGS:
