@@ -48,6 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lisentry.datasets.cells import SYMMETRIC_CELL_MODES
 from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.models.features import ECHEM_FEATURES, ECHEM_FEATURES_VERSION
 from lisentry.models.registry import build_model, model_name
@@ -69,7 +70,7 @@ CARD_EXTRA_KEYS = ("name", "description", "nucleus", "ppm_grid", "processing", "
                    "ood_threshold", "horizon_s", "detector", "training_config",
                    "training_data_hash", "training_split", "metrics", "normalisation",
                    "echem_features", "training_data_sketch", "training_environment",
-                   "window_features")
+                   "window_features", "symmetric_cells")
 
 
 class BundleError(InputError):
@@ -121,6 +122,13 @@ class Bundle:
         if self.ood_scorer is not None:
             return float(self.card["ood"]["threshold"])
         return self.ood_threshold
+
+    @property
+    def symmetric_cells(self) -> str:
+        """How the model reads symmetric Li | Li cells (card ``inputs.symmetric_cells``):
+        ``sign_free`` (potential, current and charge as magnitudes; give such runs ``--cell
+        symmetric``) or ``signed`` (as half cells; bundles from before the option)."""
+        return str((self.card.get("inputs") or {}).get("symmetric_cells", "signed"))
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -281,6 +289,10 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
             raise ConfigError(f"echem features {list(names)} v{version} are not this lisentry's "
                               f"{list(ECHEM_FEATURES)} v{ECHEM_FEATURES_VERSION}")
     wf = extra.pop("window_features", None)
+    sym = extra.pop("symmetric_cells", "signed")
+    if sym not in SYMMETRIC_CELL_MODES:
+        raise ConfigError(f"The 'symmetric_cells' card value must be one of {SYMMETRIC_CELL_MODES}. "
+                          f"Got {sym!r}.")
     if wf is not None:
         try:
             wf = WindowInputs.from_card(wf, np.zeros(1)).card()
@@ -316,6 +328,7 @@ def save_bundle(directory: str | Path, model: nn.Module, card_extra: Mapping[str
             "echem_features": list(ECHEM_FEATURES),
             "echem_features_version": ECHEM_FEATURES_VERSION,
             **({"window_features": wf} if wf is not None else {}),
+            **({"symmetric_cells": sym} if sym != "signed" else {}),
         },
         "model": {"name": name, "class": type(model).__name__, "kwargs": config},
         "temperature": temperature,
@@ -438,6 +451,9 @@ def load_bundle(source: str | Path, *, expect_grid=None, expect_nucleus: str | N
                                      f"v{inputs.get('echem_features_version')} differ from this "
                                      f"lisentry's v{ECHEM_FEATURES_VERSION}")
 
+    if inputs.get("symmetric_cells", "signed") not in SYMMETRIC_CELL_MODES:
+        raise BundleError(card_path, f"inputs.symmetric_cells {inputs.get('symmetric_cells')!r} is "
+                                     f"not one of {', '.join(SYMMETRIC_CELL_MODES)}")
     g = card["ppm_grid"]
     card_grid = (float(g["min"]), float(g["max"]), float(g["step"]))
     window = None

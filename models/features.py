@@ -28,6 +28,15 @@ Electrochemistry features (:data:`ECHEM_FEATURES`, in this order; all scaled to 
                             current (less noisy)
 ==========================  ================================================================
 
+Symmetric cells (``sign_free``): in a Li | Li cell both electrodes are lithium metal in the
+coil, and which one is the "working" electrode is a wiring convention; a positive potential
+plates the counter foil just as a negative one plates the working foil. With ``sign_free`` the
+potential, current and charge enter as magnitudes (``|V|``, ``|I|``, ``|Q|``; dV/dt and the
+potential noise from ``|V|``), so that the features of a cell and of the same cell wired the
+other way are identical. Steps and ``d ln|I|/dt`` are computed as always (both are unchanged
+when every sign flips). Models trained on half cells only learned "positive potential = no
+plating", which a symmetric cell contradicts (docs/results/journal.md, 2026-12-07, seventh part).
+
 Why relative current trends: during a potential hold the current of a healthy cell decays
 slowly (about -10 %/h); a soft short's leak turns it upward tens of minutes before a hard
 short (Menkin, Grey et al., Faraday Discuss. 2023). On the ``asinh(I / 0.1 mA)`` scale a
@@ -117,9 +126,19 @@ class EchemFeatureState:
     >>> f, m = st.update(0.0, 0.5, 1e-4, 0.0)
     >>> round(float(f[1]), 4), int(m[2])   # asinh(1); no dV/dt on the first frame
     (0.8814, 0)
+    >>> g, _ = EchemFeatureState(sign_free=True).update(0.0, -0.5, -1e-4, 0.0)
+    >>> bool(g[0] == f[0] and g[1] == f[1])   # a symmetric cell wired the other way
+    True
+
+    Parameters
+    ----------
+    sign_free : bool
+        Feed potential, current and charge as magnitudes (symmetric Li | Li cells; see the
+        module docstring).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sign_free: bool = False) -> None:
+        self.sign_free = bool(sign_free)
         self.reset()
 
     def reset(self) -> None:
@@ -178,6 +197,8 @@ class EchemFeatureState:
         m = np.zeros(N_ECHEM, dtype=np.float32)
         v_ok, i_ok, q_ok = _finite(potential_V), _finite(current_A), _finite(charge_C)
         v = float(potential_V) if v_ok else float("nan")
+        if self.sign_free:
+            v = abs(v)
 
         if v_ok:
             f[0], m[0] = v, 1
@@ -186,7 +207,7 @@ class EchemFeatureState:
                 f[2], m[2] = math.asinh(dvdt / DVDT_REF_V_PER_H), 1
         if i_ok:
             cur = float(current_A)
-            f[1], m[1] = math.asinh(cur / I_REF_A), 1
+            f[1], m[1] = math.asinh((abs(cur) if self.sign_free else cur) / I_REF_A), 1
             if self._last_i is None:
                 self._t_step = t
             else:
@@ -205,7 +226,8 @@ class EchemFeatureState:
         if self._t_step is not None:
             f[4], m[4] = math.log1p((t - self._t_step) / 3600.0), 1
         if q_ok:
-            f[3], m[3] = math.asinh(float(charge_C) / Q_REF_C), 1
+            q = abs(float(charge_C)) if self.sign_free else float(charge_C)
+            f[3], m[3] = math.asinh(q / Q_REF_C), 1
 
         self._window.append((t, v))
         if v_ok:
@@ -224,7 +246,7 @@ class EchemFeatureState:
         """JSON-safe snapshot of the state (NaN written as ``None``)."""
         def nn(x):
             return None if x is None or not math.isfinite(x) else float(x)
-        return {"version": ECHEM_FEATURES_VERSION,
+        return {"version": ECHEM_FEATURES_VERSION, "sign_free": self.sign_free,
                 "last_v": None if self._last_v is None else list(self._last_v),
                 "last_i": self._last_i, "t_step": self._t_step, "last_t": self._last_t,
                 "window": [[t, nn(v)] for t, v in self._window],
@@ -233,7 +255,7 @@ class EchemFeatureState:
     @classmethod
     def from_dict(cls, d: dict) -> "EchemFeatureState":
         """Rebuild a state saved with :meth:`to_dict`."""
-        st = cls()
+        st = cls(sign_free=bool(d.get("sign_free", False)))
         if d.get("version") != ECHEM_FEATURES_VERSION:
             raise ValueError(f"echem feature state version {d.get('version')!r} "
                              f"!= {ECHEM_FEATURES_VERSION}")
@@ -247,8 +269,8 @@ class EchemFeatureState:
 
 
 def echem_features(t_s: Sequence[float], potential_V: Sequence[float],
-                   current_A: Sequence[float], charge_C: Sequence[float]
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   current_A: Sequence[float], charge_C: Sequence[float], *,
+                   sign_free: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Causal electrochemistry features of a whole run (see the module docstring).
 
     Parameters
@@ -258,6 +280,8 @@ def echem_features(t_s: Sequence[float], potential_V: Sequence[float],
     potential_V, current_A, charge_C : array_like
         ``(T,)`` potential (V), current (A, positive = lithiating) and charge passed (C);
         NaN where unknown.
+    sign_free : bool
+        Magnitudes of potential, current and charge (symmetric cells; module docstring).
 
     Returns
     -------
@@ -281,19 +305,21 @@ def echem_features(t_s: Sequence[float], potential_V: Sequence[float],
                          f"Got {[len(a) for a in arrs]}.")
     feats = np.zeros((n, N_ECHEM), dtype=np.float32)
     mask = np.zeros((n, N_ECHEM), dtype=np.float32)
-    st = EchemFeatureState()
+    st = EchemFeatureState(sign_free=sign_free)
     for k in range(n):
         feats[k], mask[k] = st.update(arrs[0][k], arrs[1][k], arrs[2][k], arrs[3][k])
     return feats, mask
 
 
-def frame_arrays(frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frame_arrays(frames, *, sign_free: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model inputs of a sequence of :class:`~lisentry.datasets.frame.Frame` objects.
 
     Parameters
     ----------
     frames : sequence of Frame
         Frames of one run, in time order.
+    sign_free : bool
+        Echem features as magnitudes (a symmetric cell fed to a model trained so).
 
     Returns
     -------
@@ -309,5 +335,6 @@ def frame_arrays(frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError("frame_arrays needs at least one frame.")
     spectra = np.stack([np.asarray(f.intensity, dtype=np.float32) for f in frames])
     e, m = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
-                          [f.current_A for f in frames], [f.charge_C for f in frames])
+                          [f.current_A for f in frames], [f.charge_C for f in frames],
+                          sign_free=sign_free)
     return spectra, e, m

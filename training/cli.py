@@ -135,7 +135,7 @@ def register(app: typer.Typer, friendly_errors) -> None:
             if not ids:
                 typer.echo(f"error: no runs of split {split!r} of this model are in {dataset}", err=True)
                 raise typer.Exit(2)
-        runs = load_runs(ds, ids, window=bundle.window_inputs)
+        runs = load_runs(ds, ids, window=bundle.window_inputs, symmetric_cells=bundle.symmetric_cells)
         preds = predict_runs(bundle.model, runs, temperature=float(card.get("temperature", 1.0)),
                              policy=policy)
         res = evaluate_predictions(runs, preds, float(det.get("horizon_s", 3600.0)))

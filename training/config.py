@@ -147,8 +147,11 @@ DEFAULTS: dict[str, Any] = {
     # window_features: append the feature baseline's 20 spectral window features
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs;
     # window_feature_set "all": all 31 (the potentiostat's 11 too); "all_but_minimum": all but
-    # the running potential minimum.
-    "inputs": {"window_features": False, "window_feature_set": "spectral", "binned_features": []},
+    # the running potential minimum. symmetric_cells "sign_free": symmetric Li | Li runs'
+    # potential, current and charge as magnitudes (lisentry.datasets.cells); the detector then
+    # takes --cell symmetric for such runs.
+    "inputs": {"window_features": False, "window_feature_set": "spectral", "binned_features": [],
+               "symmetric_cells": "signed"},
 }
 
 
@@ -356,6 +359,7 @@ SCHEMA: dict[str, Param] = {
     "inputs.window_features": _BOOL,
     "inputs.window_feature_set": Param("choice", choices=("spectral", "all", "all_but_minimum")),
     "inputs.binned_features": Param("strs", note="empty = all the model's echem inputs"),
+    "inputs.symmetric_cells": Param("choice", choices=("signed", "sign_free")),
 }
 
 #: Constructor arguments the trainer supplies itself (from the data): never in the config.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lisentry.datasets.cells import SYMMETRIC_CELL_MODES, run_cell_kind
 from lisentry.datasets.frame import CLASSES
 from lisentry.datasets.store import Dataset, RunView
 from lisentry.models.features import ECHEM_FEATURES, N_ECHEM, echem_features
@@ -42,12 +43,15 @@ class RunTensors:
         return len(self.t_s)
 
 
-def run_tensors(view: RunView, aux_names=AUX_DEFAULT, window: WindowInputs | None = None
-                ) -> RunTensors:
+def run_tensors(view: RunView, aux_names=AUX_DEFAULT, window: WindowInputs | None = None,
+                symmetric_cells: str = "signed") -> RunTensors:
     """One stored run as model inputs and targets; ``window`` appends the scaled window
-    features (:class:`~lisentry.models.window_features.WindowInputs`) to the echem input."""
+    features (:class:`~lisentry.models.window_features.WindowInputs`) to the echem input;
+    ``symmetric_cells="sign_free"`` feeds a symmetric Li | Li run's potential, current and
+    charge as magnitudes (:mod:`lisentry.datasets.cells`)."""
     fr = view.frames
-    e, m = echem_features(fr["t_s"], fr["potential_V"], fr["current_A"], fr["charge_C"])
+    e, m = echem_features(fr["t_s"], fr["potential_V"], fr["current_A"], fr["charge_C"],
+                          sign_free=sign_free_run(view, symmetric_cells))
     if window is not None:
         e, m = window.widen(np.asarray(view.spectra, dtype=np.float32), fr["t_s"].to_numpy(float),
                             e, m)
@@ -72,10 +76,21 @@ def _opt(x):
     return None if math.isnan(x) else x
 
 
-def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None) -> list[RunTensors]:
+def sign_free_run(view: RunView, symmetric_cells: str) -> bool:
+    """Whether the run's echem enters sign-free: a symmetric cell under ``sign_free``."""
+    if symmetric_cells not in SYMMETRIC_CELL_MODES:
+        raise ValueError(f"symmetric_cells must be one of {SYMMETRIC_CELL_MODES}. "
+                         f"Got {symmetric_cells!r}.")
+    return symmetric_cells == "sign_free" and run_cell_kind(view.family, view.info) == "symmetric"
+
+
+def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None,
+              symmetric_cells: str = "signed") -> list[RunTensors]:
     """The runs ``run_ids`` of ``ds``; pass a model's ``window_inputs`` (bundles trained with
-    ``inputs.window_features``) so that their echem input has the columns it was trained on."""
-    return [run_tensors(ds.run(r), window=window) for r in run_ids]
+    ``inputs.window_features``) so that their echem input has the columns it was trained on,
+    and its ``symmetric_cells`` (card ``inputs.symmetric_cells``)."""
+    return [run_tensors(ds.run(r), window=window, symmetric_cells=symmetric_cells)
+            for r in run_ids]
 
 
 def widen_runs(runs: list[RunTensors], window: WindowInputs | None, *,

@@ -39,6 +39,8 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
     # settings added later, at the values that reproduce configs from before they existed,
     # leave the key (and so the reuse of members trained then) unchanged
+    if d.get("inputs", {}).get("symmetric_cells") == "signed":
+        d["inputs"].pop("symmetric_cells")
     if "binned_features" in d.get("inputs", {}) and not d["inputs"]["binned_features"]:
         d["inputs"].pop("binned_features")
     if d.get("inputs", {}).get("window_feature_set") == "spectral":

@@ -150,8 +150,9 @@ def _prepare(cfg: TrainConfig):
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(f"{cfg['dataset']}: need training and validation runs; got "
                           f"{len(split['train'])} train / {len(split['val'])} val")
-    train_runs = load_runs(ds, split["train"])
-    val_runs = load_runs(ds, split["val"])
+    sym = cfg["inputs"]["symmetric_cells"]
+    train_runs = load_runs(ds, split["train"], symmetric_cells=sym)
+    val_runs = load_runs(ds, split["val"], symmetric_cells=sym)
     window = window_inputs(cfg, ds, train_runs)
     widen_runs(train_runs, window)
     widen_runs(val_runs, window)
@@ -389,7 +390,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
     for name, ids in eval_sets.items():
         if not ids:
             continue
-        runs = load_runs(ds, ids, window=window)
+        runs = load_runs(ds, ids, window=window, symmetric_cells=cfg["inputs"]["symmetric_cells"])
         res = evaluate_predictions(runs, predict_runs(model, runs, temperature=temperature,
                                                       policy=policy, device=device),
                                    cfg["detector"]["horizon_s"])
@@ -405,6 +406,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         "detector": detector_cfg,
         "echem_features": {"names": list(ECHEM_FEATURES), "version": ECHEM_FEATURES_VERSION},
         **({"window_features": window.card()} if window is not None else {}),
+        "symmetric_cells": cfg["inputs"]["symmetric_cells"],
         "normalisation": ds.manifest.get("normalisation"),
         "training_config": cfg.to_dict(),
         "training_data_hash": ds.manifest.get("content_hash"),

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
             torch.set_num_threads(threads)
         known = set(ds.run_ids)
         runs = {k: load_runs(ds, [r for r in split.get(k, []) if r in known],
-                             window=bundle.window_inputs) for k in ("train", "val")}
+                             window=bundle.window_inputs,
+                             symmetric_cells=bundle.symmetric_cells) for k in ("train", "val")}
         try:
             report = fit_and_attach(a.bundle, bundle.model, runs["train"], runs["val"], pc,
                                     ds.manifest.get("content_hash"))

@@ -153,6 +153,7 @@ def simulate_run(family: str | Family, seed: int, *, randomize: bool = True,
                      start=start)
     to_run_clock = lambda t: None if t is None else float(t) - first  # noqa: E731
     info = {"family": fam.name, "seed": seed, "randomized": randomize,
+            "cell": "symmetric" if fam.cell.host_kind == "li_metal" else "half",
             "has_short_precursors": bool(fam.has_short_precursors), "precursors": fam.precursors,
             "t_onset_s": to_run_clock(traj.t_metal_onset_s), "t_short_s": to_run_clock(traj.t_short_s),
             "short_kind": traj.short_kind, "frame_period_s": period, "field_MHz": acq_cfg.field_MHz,
