@@ -92,7 +92,7 @@ def _collect(bundle, spec: str):
     from lisentry.models.presence import run_outputs
     names = list(bundle.model.aux_names)
     k = names.index("cluster_amount")
-    runs = load_runs(ds, ids, window=bundle.window_inputs)
+    runs = load_runs(ds, ids, window=bundle.window_inputs, symmetric_cells=bundle.symmetric_cells)
     aux, feats, truth = run_outputs(bundle.model, runs)
     gate = bundle.presence_gate
     gated = None if gate is None else gate.apply(aux, names, feats)[:, k]

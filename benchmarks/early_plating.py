@@ -118,7 +118,7 @@ def lags(bundles: dict, n_runs: int, max_frames: int = 60, polarized_from_start:
                 continue
             t = [f.t_s for f in run.frames]
             for log, edit in LOGS.items():
-                rows = OnlineDetector(b).label_frames(edit(run.frames))
+                rows = OnlineDetector(b, cell=cell_for(b)).label_frames(edit(run.frames))
                 got = first_index([r["label"] for r in rows])
                 r = res[log][name]
                 if got is None:
@@ -127,6 +127,12 @@ def lags(bundles: dict, n_runs: int, max_frames: int = 60, polarized_from_start:
                 r["lag_frames"].append(got - truth)
                 r["lag_min"].append((t[got] - t[truth]) / 60.0)
     return res
+
+
+def cell_for(bundle) -> str:
+    """Both the simulated family and the measured cell are symmetric Li | Li: read as such by
+    models trained to (``inputs.symmetric_cells: sign_free``), as half cells by older ones."""
+    return "symmetric" if bundle.symmetric_cells == "sign_free" else "half"
 
 
 def real_run_first(bundles: dict) -> dict:
@@ -142,7 +148,8 @@ def real_run_first(bundles: dict) -> dict:
         run = load_run(REAL / "nmr", LoadOptions(echem=echem, echem_start="2023-08-11T12:40:15+01:00"),
                        pipeline=Pipeline(ProcessingConfig.from_dict(b.processing)), on_note=None,
                        on_skip=None)
-        i = first_index([r["label"] for r in OnlineDetector(b).label_frames(run.frames)])
+        i = first_index([r["label"] for r in
+                         OnlineDetector(b, cell=cell_for(b)).label_frames(run.frames)])
         out[name] = None if i is None else run.frames[i].expno
     return out
 

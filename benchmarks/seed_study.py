@@ -63,7 +63,7 @@ def evaluate_bundle(bundle_path: str, sets: dict[str, tuple[Dataset, list[str] |
             ids = [r for r in ds.run_ids if r in test]
             if not ids:
                 raise SystemExit(f"error: {bundle_path}: none of its test runs are in {ds.path}")
-        runs = load_runs(ds, ids, window=bundle.window_inputs)
+        runs = load_runs(ds, ids, window=bundle.window_inputs, symmetric_cells=bundle.symmetric_cells)
         preds = predict_runs(bundle.model, runs, temperature=bundle.temperature,
                              policy=policy_from_card(bundle.card))
         # the horizon the bundle was tuned with, as `lisentry evaluate` reads it

@@ -346,7 +346,8 @@ def add_measured(dataset_dir: str | Path, nmr_dir: str | Path, intervals: str | 
     run = Run(run.run_id, frames, run.meta, run.skipped)
     onset = next((f.t_s for f in frames if f.label in ("plating_onset", "imminent_short")), None)
     short = next((a + 3600.0 for a, _, l in ivs if l == "imminent_short"), None)
-    info = {"family": family, "measured": True, "nmr_dir": str(nmr_dir), "intervals": str(intervals),
+    info = {"family": family, "measured": True, "cell": getattr(opts, "cell", "half"),
+            "nmr_dir": str(nmr_dir), "intervals": str(intervals),
             "t_onset_s": onset, "t_short_s": short, "has_short_precursors": None,
             "n_labelled": sum(f.label is not None for f in frames), "skipped": len(run.skipped)}
     _append_run(ds, run, family, split, info)

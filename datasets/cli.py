@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 
-def register(app: typer.Typer, friendly_errors, load_options, opts_types) -> None:
+def register(app: typer.Typer, friendly_errors, load_options, opts_types, cell_opt=str) -> None:
     ds_app = typer.Typer(no_args_is_help=True, help="Build, inspect and extend training datasets.")
     app.add_typer(ds_app, name="datasets")
     EchemOpt, EchemStartOpt, EchemTzOpt, ClockOffsetOpt, ReferencePpmOpt, SrHzOpt = opts_types
@@ -56,13 +56,14 @@ def register(app: typer.Typer, friendly_errors, load_options, opts_types) -> Non
                      labels: Annotated[Path, typer.Option("--labels", help="CSV with start, end, label (ISO timestamps or t_s seconds).")],
                      echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
                      clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
-                     sr_hz: SrHzOpt = None,
+                     sr_hz: SrHzOpt = None, cell: cell_opt = "half",
                      run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of the run in the dataset.")] = None,
                      family: Annotated[str, typer.Option("--family", help="Family name to file it under.")] = "measured",
                      split: Annotated[str, typer.Option("--split", help="Fixed split: test, val or train.")] = "test"):
         """Add a real run, labelled by time intervals, to a dataset."""
         from lisentry.datasets.build import add_measured as _add
-        opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz)
+        opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz,
+                            cell=cell)
         ds = _add(dataset, nmr_dir, labels, opts, run_id=run_id, family=family, split=split)
         r = ds.runs.iloc[-1]
         fr = ds.run(r["run_id"]).frames

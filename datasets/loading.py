@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from lisentry.datasets.cells import check_cell_kind
 from lisentry.datasets.errors import (ConfigError, IncompleteAcquisition, InputError,
                                       NmrFolderError)
 from lisentry.datasets.frame import Frame, RawFrame, Run
@@ -144,8 +145,12 @@ class LoadOptions:
     use_processed: bool = False
     expected_nucleus: str | None = "7Li"
     extra: dict = field(default_factory=dict)
+    #: ``half`` or ``symmetric`` (Li | Li; lisentry.datasets.cells): how the detector reads
+    #: the sign of the potential
+    cell: str = "half"
 
     def __post_init__(self):
+        self.cell = check_cell_kind(self.cell)
         for name, flag in (("clock_offset_s", "--clock-offset-s"), ("reference_ppm", "--reference-ppm"),
                            ("sr_hz", "--sr-hz")):
             v = getattr(self, name)
@@ -243,7 +248,7 @@ def load_run(nmr_dir: str | Path, opts: LoadOptions | None = None, *,
                                                                        else "")
         asm._note("pending", f"note: {nmr_dir}: {len(pending)} trailing experiment(s) not read, "
                              f"not acquired yet (frame {nums}): {pending[0].reason}")
-    meta = {"nmr_dir": str(nmr_dir), "echem": str(opts.echem) if opts.echem else None,
+    meta = {"nmr_dir": str(nmr_dir), "cell": opts.cell, "echem": str(opts.echem) if opts.echem else None,
             "processing": pipe.to_dict(), "t0": asm.t0.isoformat() if asm.t0 else None,
             "echem_notes": list(echem.notes) if echem is not None else [],
             "notes": list(asm.messages),

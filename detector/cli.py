@@ -51,14 +51,16 @@ EchemTzOpt = Annotated[Optional[str], typer.Option("--echem-tz", help="Time zone
 ClockOffsetOpt = Annotated[float, typer.Option("--clock-offset-s", help="Potentiostat clock minus spectrometer clock, seconds.")]
 ReferencePpmOpt = Annotated[Optional[float], typer.Option("--reference-ppm", help="Shift the axis so the tallest peak near this value sits on it (runs without procs).")]
 SrHzOpt = Annotated[Optional[float], typer.Option("--sr-hz", help="Spectrum reference SR in Hz (runs without processed data).")]
+CellOpt = Annotated[str, typer.Option("--cell", help="half (a working electrode against a counter) or symmetric (Li | Li: the potential's sign says which foil plates, not whether Li plates; needs a model trained sign-free).")]
 ProcessedOpt = Annotated[bool, typer.Option("--processed/--raw", help="Use TopSpin's processed pdata/1/1r instead of the raw fid.")]
 
 
-def load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed=False):
+def load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed=False,
+                 cell="half"):
     from lisentry.datasets.loading import LoadOptions
     return LoadOptions(echem=echem, echem_start=echem_start, echem_tz=echem_tz,
                        clock_offset_s=clock_offset_s, reference_ppm=reference_ppm, sr_hz=sr_hz,
-                       use_processed=processed)
+                       use_processed=processed, cell=cell)
 
 
 @app.command()
@@ -166,7 +168,7 @@ def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of 
           out: Annotated[Path, typer.Option("--out", help="Labels file (.csv or .parquet) for one run; a folder for several.")] = Path("labels.csv"),
           echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
           clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
-          sr_hz: SrHzOpt = None, processed: ProcessedOpt = False,
+          sr_hz: SrHzOpt = None, processed: ProcessedOpt = False, cell: CellOpt = "half",
           model: Annotated[Optional[str], typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS (default: the shipped model).")] = None,
           manifest: Annotated[Optional[Path], typer.Option("--manifest", help="CSV with run_id, nmr_dir, echem_log, clock_offset_s.")] = None,
           format_: Annotated[str, typer.Option("--format", help="Output format for several runs: csv or parquet.")] = "csv",
@@ -178,7 +180,8 @@ def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of 
     """Label every frame of one run or of an archive of runs."""
     from lisentry.detector.label import (RunJob, find_run_inputs, label_many, load_model,
                                          read_manifest, default_bundle_path)
-    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed)
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, processed,
+                        cell)
     command_line = " ".join(sys.argv)
     runs = list(runs or [])
     if manifest is None and not runs:
@@ -216,7 +219,10 @@ def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of 
                 raise typer.Exit(2)
             seen[j.run_id] = j.nmr_dir
     model_path = str(model or default_bundle_path())
-    load_model(model_path)  # fail early, with one line, on a bad bundle
+    bundle = load_model(model_path)  # fail early, with one line, on a bad bundle
+    from lisentry.detector.online import OnlineDetector
+    for c in sorted({j.opts.cell for j in jobs}):
+        OnlineDetector(bundle, cell=c)  # --cell symmetric with a model that reads it signed: one line
     outcomes = label_many(jobs, model_path, workers=workers, plot=plot, report=report,
                           command_line=command_line, halt_on_error=halt_on_error,
                           dask_scheduler=dask_scheduler, progress=not single)
@@ -240,7 +246,7 @@ def watch(nmr_dir: NmrDir,
           events: Annotated[Path, typer.Option("--events", help="Append-only JSON-lines events file.")],
           echem: EchemOpt = None, echem_start: EchemStartOpt = None, echem_tz: EchemTzOpt = None,
           clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
-          sr_hz: SrHzOpt = None,
+          sr_hz: SrHzOpt = None, cell: CellOpt = "half",
           model: Annotated[Optional[str], typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS (default: the shipped model).")] = None,
           state: Annotated[Optional[Path], typer.Option("--state", help="State file for restarts (default: <events>.state.json).")] = None,
           on_alarm: Annotated[Optional[str], typer.Option("--on-alarm", help="Command run on entering plating_onset or imminent_short (event JSON in $LISENTRY_EVENT and on stdin).")] = None,
@@ -256,7 +262,8 @@ def watch(nmr_dir: NmrDir,
     if fs_events.lower() not in FS_EVENT_MODES:
         _err(f"error: --fs-events must be one of {', '.join(FS_EVENT_MODES)}, got {fs_events!r}")
         raise typer.Exit(2)
-    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, False)
+    opts = load_options(echem, echem_start, echem_tz, clock_offset_s, reference_ppm, sr_hz, False,
+                        cell)
     bundle = load_model(model)
     action = AlarmAction(command=on_alarm, post_url=post) if (on_alarm or post) else None
     w = Watcher(nmr_dir, opts, bundle, events, state, action,
@@ -281,7 +288,8 @@ def _register_subcommands() -> None:
     register_training(app, friendly_errors)
     from lisentry.datasets.cli import register as register_datasets
     register_datasets(app, friendly_errors, load_options,
-                      (EchemOpt, EchemStartOpt, EchemTzOpt, ClockOffsetOpt, ReferencePpmOpt, SrHzOpt))
+                      (EchemOpt, EchemStartOpt, EchemTzOpt, ClockOffsetOpt, ReferencePpmOpt, SrHzOpt),
+                      CellOpt)
 
 
 _register_subcommands()

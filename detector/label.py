@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lisentry.datasets.errors import InputError, LisentryError
+from lisentry.datasets.cells import check_cell_kind
+from lisentry.datasets.errors import ConfigError, InputError, LisentryError
 from lisentry.datasets.loading import LoadOptions, check_nmr_path, load_run, pipeline_for
 from lisentry.datasets.pipeline import ProcessingConfig
 from lisentry.detector.online import OnlineDetector
@@ -92,7 +93,7 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
         print(f"note: {job.opts.echem}: {note}", file=sys.stderr, flush=True)
     if not len(run):
         raise InputError(job.nmr_dir, f"no readable frame ({len(run.skipped)} skipped)")
-    det = OnlineDetector(bundle)
+    det = OnlineDetector(bundle, cell=job.opts.cell)
     rows = det.label_frames(run.frames)
     Path(job.out).parent.mkdir(parents=True, exist_ok=True)
     write_labels_atomic(job.out, rows)
@@ -101,7 +102,7 @@ def label_one(job: RunJob, bundle, *, plot: bool = False, report: bool = False,
         "model": {"path": str(bundle.path), "sha256": bundle.sha256, "card": bundle.card},
         "pipeline": pipeline.to_dict(), "horizon_s": _horizon_s(bundle.card),
         "package_version": _version(), "command_line": command_line,
-        "inputs": {"nmr_dir": str(job.nmr_dir), "echem": str(job.opts.echem) if job.opts.echem else None,
+        "inputs": {"nmr_dir": str(job.nmr_dir), "cell": job.opts.cell, "echem": str(job.opts.echem) if job.opts.echem else None,
                    "echem_start": job.opts.echem_start, "echem_tz": job.opts.echem_tz,
                    "clock_offset_s": job.opts.clock_offset_s,
                    "echem_notes": list(run.meta.get("echem_notes", []))},
@@ -157,7 +158,8 @@ def _version() -> str:
 
 
 def read_manifest(path: Path, out_dir: Path, suffix: str, base_opts: LoadOptions) -> list[RunJob]:
-    """Jobs from a manifest CSV with columns run_id, nmr_dir, echem_log, clock_offset_s
+    """Jobs from a manifest CSV with columns run_id, nmr_dir, echem_log, clock_offset_s and
+    optionally echem_start and cell (``half``/``symmetric``; empty: the command line's)
     (relative paths are taken relative to the manifest's folder)."""
     try:
         df = pd.read_csv(path, dtype=str).fillna("")
@@ -172,8 +174,13 @@ def read_manifest(path: Path, out_dir: Path, suffix: str, base_opts: LoadOptions
         nmr = _rel(path, row["nmr_dir"])
         echem = _rel(path, row.get("echem_log", "")) if row.get("echem_log", "") else None
         off = float(row["clock_offset_s"]) if row.get("clock_offset_s", "") else base_opts.clock_offset_s
+        try:
+            cell = check_cell_kind(row.get("cell") or base_opts.cell,
+                                   where=f"column 'cell' of run {row['run_id']!r}")
+        except ConfigError as exc:
+            raise InputError(path, str(exc)) from None
         opts = replace(base_opts, echem=echem, clock_offset_s=off,
-                       echem_start=row.get("echem_start") or base_opts.echem_start)
+                       echem_start=row.get("echem_start") or base_opts.echem_start, cell=cell)
         jobs.append(RunJob(row["run_id"], nmr, out_dir / f"{row['run_id']}{suffix}", opts))
     return jobs
 

@@ -16,7 +16,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lisentry.datasets.errors import InputError
+from lisentry.datasets.cells import check_cell_kind
+from lisentry.datasets.errors import ConfigError, InputError
 from lisentry.datasets.frame import CLASSES, Frame
 from lisentry.detector.hysteresis import (AlarmPolicy, HysteresisLabeller, cumulative_scores,
                                           smooth_labels)
@@ -45,6 +46,10 @@ class OnlineDetector:
         Loaded model bundle (weights, card with temperature, OOD threshold, grid).
     policy : AlarmPolicy, optional
         Hysteresis thresholds; default: the card's ``detector`` section.
+    cell : {"half", "symmetric"}
+        The cell the frames come from (:mod:`lisentry.datasets.cells`). ``symmetric`` (Li | Li)
+        feeds potential, current and charge as magnitudes, as the model was trained to read
+        such cells; it needs a bundle trained with ``inputs.symmetric_cells: sign_free``.
 
     Examples
     --------
@@ -52,8 +57,16 @@ class OnlineDetector:
     >>> for frame in run: det.update(frame); print(det.label)  # doctest: +SKIP
     """
 
-    def __init__(self, bundle: Bundle, policy: AlarmPolicy | None = None):
+    def __init__(self, bundle: Bundle, policy: AlarmPolicy | None = None, cell: str = "half"):
         self.bundle = bundle
+        self.cell = check_cell_kind(cell)
+        if self.cell == "symmetric" and bundle.symmetric_cells != "sign_free":
+            # such a model learned "positive potential = no plating" from half cells, which a
+            # symmetric cell wired either way contradicts: refuse rather than mislabel
+            raise ConfigError(f"--cell symmetric needs a model trained with inputs.symmetric_cells: "
+                              f"sign_free; {bundle.path} reads symmetric cells signed (omit --cell "
+                              f"to label with it as a half cell)")
+        self.sign_free = self.cell == "symmetric"
         self.model = bundle.model.eval()
         self.temperature = float(bundle.temperature)
         # The shipped OOD score: the bundle's feature scorer when it has one, else the energy
@@ -72,7 +85,7 @@ class OnlineDetector:
     # ---------------------------------------------------------------- river API
     def reset(self) -> "OnlineDetector":
         self._state = self.model.init_state(1)
-        self._echem = EchemFeatureState()
+        self._echem = EchemFeatureState(sign_free=self.sign_free)
         self._window = self.window.stream() if self.window is not None else None
         self._hyst = HysteresisLabeller(self.policy)
         self._proba: dict[str, float] | None = None
@@ -82,7 +95,7 @@ class OnlineDetector:
 
     def clone(self) -> "OnlineDetector":
         """A fresh detector with the same bundle and policy (no state)."""
-        return OnlineDetector(self.bundle, self.policy)
+        return OnlineDetector(self.bundle, self.policy, cell=self.cell)
 
     def _check(self, frame: Frame) -> None:
         """Refuse a frame on another ppm grid or of another nucleus (one-line InputError)."""
@@ -156,13 +169,16 @@ class OnlineDetector:
         js = {"n_seen": self.n_seen, "echem": self._echem.to_dict(),
               **({"window": self._window.to_dict()} if self._window is not None else {}),
               "hysteresis": self._hyst.state_dict(), "proba": self._proba,
-              "last_row": self.last_row, "bundle_sha256": self.bundle.sha256}
+              "last_row": self.last_row, "bundle_sha256": self.bundle.sha256, "cell": self.cell}
         tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in self._state.items()}
         return js, tensors
 
     def load_state_dict(self, js: Mapping, tensors: Mapping[str, np.ndarray]) -> "OnlineDetector":
         if js.get("bundle_sha256") not in (None, self.bundle.sha256):
             raise ValueError("saved detector state belongs to another model bundle")
+        if js.get("cell", "half") != self.cell:
+            raise ValueError(f"saved detector state is of a {js.get('cell', 'half')} cell, "
+                             f"not --cell {self.cell}")
         self.n_seen = int(js["n_seen"])
         self._echem = EchemFeatureState.from_dict(js["echem"])
         if self.window is not None:
@@ -227,7 +243,8 @@ class OnlineDetector:
             self._check(f)
         spectra = torch.from_numpy(np.stack([f.intensity for f in frames]).astype(np.float32))[None]
         feats, mask = echem_features([f.t_s for f in frames], [f.potential_V for f in frames],
-                                     [f.current_A for f in frames], [f.charge_C for f in frames])
+                                     [f.current_A for f in frames], [f.charge_C for f in frames],
+                                     sign_free=self.sign_free)
         window_state = None
         if self.window is not None:
             feats, mask, window_state = self.window.widen(

@@ -67,26 +67,32 @@ class Watcher:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.log = log or _print_note
         self.action = action
-        self.events = EventLog(events)
         # (a torn last line left by a kill is cut and reported by EventLog itself, once)
-        self.state_path = Path(state_path) if state_path else Path(f"{Path(events)}.state.json")
-        self.state = WatchState.load(self.state_path)
-        config_dict = bundle.processing
-        self.pipeline = pipeline_for(opts, ProcessingConfig.from_dict(config_dict) if config_dict else None)
-        self.detector = OnlineDetector(bundle)
-        self.asm = RunAssembler(_run_id(self.nmr_dir), self.pipeline, None, on_note=self.log)
-        self.follower = None
-        if opts.echem is not None:
-            from lisentry.datasets.io.potentiostat import EchemFollower
-            from lisentry.datasets.io.potentiostat import _resolve_start, _zone
-            _zone(opts.echem_tz)                      # bad options: one line now, not per poll
-            _resolve_start(opts.echem_start, opts.echem_tz)
-            self.follower = EchemFollower(opts.echem, start=opts.echem_start, tz=opts.echem_tz,
-                                          clock_offset_s=opts.clock_offset_s)
-            # a log that exists and cannot be used as it stands (no absolute start, another
-            # format) will not mend itself: refuse at start instead of warning at every poll
-            self.follower.poll()
-        self._restore()
+        self.events = EventLog(events)
+        try:
+            self.state_path = Path(state_path) if state_path else Path(f"{Path(events)}.state.json")
+            self.state = WatchState.load(self.state_path)
+            config_dict = bundle.processing
+            self.pipeline = pipeline_for(opts, ProcessingConfig.from_dict(config_dict) if config_dict else None)
+            self.detector = OnlineDetector(bundle, cell=opts.cell)
+            self.asm = RunAssembler(_run_id(self.nmr_dir), self.pipeline, None, on_note=self.log)
+            self.follower = None
+            if opts.echem is not None:
+                from lisentry.datasets.io.potentiostat import EchemFollower
+                from lisentry.datasets.io.potentiostat import _resolve_start, _zone
+                _zone(opts.echem_tz)                      # bad options: one line now, not per poll
+                _resolve_start(opts.echem_start, opts.echem_tz)
+                self.follower = EchemFollower(opts.echem, start=opts.echem_start, tz=opts.echem_tz,
+                                              clock_offset_s=opts.clock_offset_s)
+                # a log that exists and cannot be used as it stands (no absolute start, another
+                # format) will not mend itself: refuse at start instead of warning at every poll
+                self.follower.poll()
+            self._restore()
+        except BaseException:
+            # refused (bad state, options, log): release the events file's lock, so that a
+            # corrected start in this process is not told another watcher holds it
+            self.events.close()
+            raise
         self._waiting_since: dict = {}
         self._echem_notes: set = set()
         self._signatures: dict = {}
@@ -106,8 +112,8 @@ class Watcher:
                 # e.g. the default model was updated between the two starts: the saved GRU
                 # state means nothing to other weights, and restarting from frame 1 would
                 # repeat every event already written
-                raise StateFileError(self.state_path, f"{exc}; resume with the --model it was "
-                                                      f"saved with, or give a new --state (or "
+                raise StateFileError(self.state_path, f"{exc}; resume with the --model and --cell "
+                                                      f"it was saved with, or give a new --state (or "
                                                       f"events file) to start over") from None
         if s.pipeline_state:
             self.pipeline.load_state_dict(s.pipeline_state)

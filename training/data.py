@@ -79,7 +79,7 @@ def _opt(x):
 def sign_free_run(view: RunView, symmetric_cells: str) -> bool:
     """Whether the run's echem enters sign-free: a symmetric cell under ``sign_free``."""
     if symmetric_cells not in SYMMETRIC_CELL_MODES:
-        raise ValueError(f"symmetric_cells must be one of {SYMMETRIC_CELL_MODES}. "
+        raise ValueError(f"symmetric_cells must be one of {', '.join(SYMMETRIC_CELL_MODES)}. "
                          f"Got {symmetric_cells!r}.")
     return symmetric_cells == "sign_free" and run_cell_kind(view.family, view.info) == "symmetric"
 

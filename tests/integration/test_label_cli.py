@@ -225,3 +225,73 @@ def test_runs_given_by_their_nmr_folders_keep_their_names(runs, tiny_bundle, tmp
                  "--model", tiny_bundle)
     assert res.exit_code == 1
     assert res.stderr.strip().splitlines() == [f"nope: FAILED: {tmp_path / 'nope' / 'nmr'}: NMR folder missing"]
+
+
+@pytest.fixture(scope="module")
+def li_li_run(tmp_path_factory):
+    """A symmetric Li | Li run in the instrument formats (RUN/nmr + RUN/echem/*.mpt)."""
+    from lisentry.datasets.sim.run import simulate_run, write_run
+    root = tmp_path_factory.mktemp("lili")
+    sim = simulate_run("li_plating_liquid_li", 2, max_frames=6, run_id="lili")
+    nmr, mpt = write_run(sim, root / "lili")
+    return sim, root / "lili", nmr, mpt
+
+
+@pytest.fixture(scope="module")
+def sign_free_bundle(tmp_path_factory):
+    import torch
+
+    from lisentry.datasets.pipeline import ProcessingConfig
+    from lisentry.models.bundle import save_bundle
+    from lisentry.models.net import LisentryNet
+    torch.manual_seed(5)
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "sym",
+                       LisentryNet(n_ppm=1001, hidden=16, channels=(8, 8)),
+                       {"processing": ProcessingConfig().to_dict(), "temperature": 0.02,
+                        "ood_threshold": 50.0, "horizon_s": 5400.0, "symmetric_cells": "sign_free",
+                        "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2}})
+
+
+def test_cell_symmetric_is_recorded_and_needs_a_sign_free_model(li_li_run, tiny_bundle,
+                                                                 sign_free_bundle, tmp_path):
+    sim, run_dir, nmr, mpt = li_li_run
+    res = invoke("label", run_dir, "--echem-tz", "UTC", "--out", tmp_path / "s.csv",
+                 "--model", sign_free_bundle, "--cell", "symmetric")
+    assert res.exit_code == 0, res.stderr
+    prov = json.loads((tmp_path / "s.json").read_text())
+    assert prov["inputs"]["cell"] == "symmetric"
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert len(df) == 6 and list(df.columns) == COLUMNS
+    res = invoke("label", run_dir, "--echem-tz", "UTC", "--out", tmp_path / "h.csv",
+                 "--model", sign_free_bundle)
+    assert res.exit_code == 0 and json.loads((tmp_path / "h.json").read_text())["inputs"]["cell"] == "half"
+    # a model that reads symmetric cells signed: one line, nothing written
+    res = invoke("label", run_dir, "--echem-tz", "UTC", "--out", tmp_path / "t.csv",
+                 "--model", tiny_bundle, "--cell", "symmetric")
+    assert res.exit_code != 0 and not (tmp_path / "t.csv").exists()
+    assert res.stderr.strip().splitlines() == [
+        f"error: --cell symmetric needs a model trained with inputs.symmetric_cells: sign_free; "
+        f"{tiny_bundle} reads symmetric cells signed (omit --cell to label with it as a half cell)"]
+    res = invoke("label", run_dir, "--out", tmp_path / "u.csv", "--model", sign_free_bundle,
+                 "--cell", "li")
+    assert res.exit_code != 0 and "--cell must be one of half, symmetric. Got 'li'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_manifest_cell_column(li_li_run, runs, sign_free_bundle, tmp_path):
+    _, _, nmr_l, mpt_l = li_li_run
+    _, _, nmr_a, mpt_a = runs["runA"]
+    man = tmp_path / "runs.csv"
+    man.write_text("run_id,nmr_dir,echem_log,clock_offset_s,cell\n"
+                   f"l,{nmr_l},{mpt_l},0,symmetric\n"
+                   f"a,{nmr_a},{mpt_a},0,\n")
+    res = invoke("label", "--manifest", man, "--echem-tz", "UTC", "--out", tmp_path / "o",
+                 "--model", sign_free_bundle)
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((tmp_path / "o" / "l.json").read_text())["inputs"]["cell"] == "symmetric"
+    assert json.loads((tmp_path / "o" / "a.json").read_text())["inputs"]["cell"] == "half"
+    man.write_text("run_id,nmr_dir,echem_log,clock_offset_s,cell\n"
+                   f"l,{nmr_l},{mpt_l},0,sym\n")
+    res = invoke("label", "--manifest", man, "--out", tmp_path / "o2", "--model", sign_free_bundle)
+    assert res.exit_code != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert f"{man}: column 'cell' of run 'l' must be one of half, symmetric. Got 'sym'" in res.stderr

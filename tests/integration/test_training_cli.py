@@ -184,7 +184,9 @@ def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
     echem inputs, scaled on the training runs and recorded in the card; ``evaluate`` and
     ``label`` (on a Bruker + EC-Lab run, frame by frame) compute them the same way.
     ``train.min_epochs`` holds early stopping off until that epoch. ``model.echem_bins``: the
-    piecewise-linear bin edges are fitted on the training runs and travel with the weights."""
+    piecewise-linear bin edges are fitted on the training runs and travel with the weights.
+    ``inputs.symmetric_cells: sign_free`` is recorded in the card and lets ``label`` take
+    ``--cell symmetric``."""
     import pandas as pd
     from lisentry.datasets.sim.run import simulate_run, write_run
     from lisentry.models.features import N_ECHEM
@@ -194,9 +196,12 @@ def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
                    "--set", f"out={out}", "--set", "inputs.window_features=true",
                    "--set", "train.epochs=3", "--set", "train.patience=1",
                    "--set", "train.min_epochs=3", "--set", "train.lr=1e-9",
-                   "--set", "model.echem_bins=4", cwd=smoke)
+                   "--set", "model.echem_bins=4", "--set", "inputs.symmetric_cells=sign_free",
+                   cwd=smoke)
     card = json.loads((out / "card.json").read_text())
     assert card["model"]["kwargs"]["echem_bins"] == 4
+    assert card["inputs"]["symmetric_cells"] == "sign_free"
+    assert card["training_config"]["inputs"]["symmetric_cells"] == "sign_free"
     from lisentry.models.bundle import load_bundle
     edges = load_bundle(out).model.echem_edges.numpy()
     assert edges.shape == (N_ECHEM + len(MODEL_FEATURES), 5) and np.all(np.diff(edges, axis=1) >= 0)
@@ -215,6 +220,11 @@ def test_window_features_train_evaluate_and_label_a_bruker_run(smoke):
              cwd=smoke)
     labels = pd.read_csv(smoke / "labels.csv")
     assert len(labels) == 6 and labels["label"].notna().all()
+    lili = smoke / "lili_run"
+    write_run(simulate_run("li_liquid_li_cycling", 2, max_frames=5, run_id="l"), lili)
+    lisentry("label", lili, "--echem-tz", "UTC", "--cell", "symmetric", "--out",
+             smoke / "lili.csv", "--model", out, cwd=smoke)
+    assert json.loads((smoke / "lili.json").read_text())["inputs"]["cell"] == "symmetric"
     # a config that is not a bool is one line
     res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set",
                    f"dataset={smoke / 'smoke'}", "--set", "inputs.window_features=maybe",

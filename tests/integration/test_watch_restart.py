@@ -197,3 +197,33 @@ def test_restart_with_another_model_is_a_one_line_error(live_run, tiny_bundle, t
     assert len(err) == 1 and str(state) in err[0] and "another model bundle" in err[0]
     assert "Traceback" not in res.output + res.stderr
     assert events.read_text() == before
+
+
+def test_restart_with_another_cell_is_a_one_line_error(live_run, tiny_bundle, tmp_path):
+    """A state saved while reading the run as a symmetric cell cannot continue as a half cell
+    (its features were magnitudes): one line naming the state file, nothing repeated."""
+    import json as _json
+    import shutil
+    live = live_run
+    for k in range(2):
+        live.frame(k)
+    sym = tmp_path / "sym"
+    shutil.copytree(tiny_bundle, sym)
+    card = _json.loads((sym / "card.json").read_text())
+    card["inputs"]["symmetric_cells"] = "sign_free"
+    (sym / "card.json").write_text(_json.dumps(card))
+    events, state = tmp_path / "ev.jsonl", tmp_path / "st.json"
+    args = ["watch", str(live.nmr), "--echem", str(live.mpt), "--echem-tz", "UTC",
+            "--events", str(events), "--state", str(state), "--model", str(sym), "--until-idle", "0.3"]
+    res = CliRunner().invoke(app, args + ["--cell", "symmetric"])
+    assert res.exit_code == 0, res.stderr
+    before = events.read_text()
+    assert before.count('"event": "frame"') == 2 or before.count('"event":"frame"') == 2
+    res = CliRunner().invoke(app, args)
+    err = res.stderr.strip().splitlines()
+    assert res.exit_code != 0 and len(err) == 1 and str(state) in err[0]
+    assert "symmetric cell, not --cell half" in err[0] and "--cell" in err[0]
+    assert events.read_text() == before
+    res = CliRunner().invoke(app, args + ["--cell", "symmetric"])      # as saved: resumes
+    assert res.exit_code == 0, res.stderr
+    assert events.read_text().startswith(before)

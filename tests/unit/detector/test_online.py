@@ -224,3 +224,69 @@ def test_bundle_refuses_a_scorer_of_another_model(bundle_with_scorer, tmp_path):
     attach_ood_scorer(d, bundle_with_scorer.ood_scorer)
     with pytest.raises(BundleError, match="32 head features; the model has 1001 and 16"):
         load_bundle(d)
+
+
+# ---- symmetric cells (--cell symmetric) -------------------------------------------------------
+@pytest.fixture(scope="module")
+def sign_free_bundle(tmp_path_factory):
+    import torch
+
+    from lisentry.datasets.pipeline import ProcessingConfig
+    from lisentry.models.bundle import load_bundle, save_bundle
+    from lisentry.models.net import LisentryNet
+    torch.manual_seed(2)
+    d = save_bundle(tmp_path_factory.mktemp("b") / "sym", LisentryNet(n_ppm=1001, hidden=16, channels=(8, 8)),
+                    {"processing": ProcessingConfig().to_dict(), "temperature": 0.02,
+                     "ood_threshold": 50.0, "symmetric_cells": "sign_free",
+                     "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2}})
+    return load_bundle(d)
+
+
+@pytest.fixture(scope="module")
+def li_li_frames():
+    from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+    from lisentry.datasets.sim.run import simulate_run, to_run
+    sim = simulate_run("li_plating_liquid_li", 4, max_frames=12)
+    return to_run(sim, Pipeline(ProcessingConfig())).frames
+
+
+def _mirrored(frames):
+    """The same frames from the cell wired the other way (potential, current, charge negated)."""
+    neg = lambda x: None if x is None else -x  # noqa: E731
+    return [f.replace(potential_V=neg(f.potential_V), current_A=neg(f.current_A),
+                      charge_C=neg(f.charge_C)) for f in frames]
+
+
+def test_symmetric_cell_reads_either_wiring_alike(sign_free_bundle, li_li_frames):
+    b = sign_free_bundle
+    assert b.symmetric_cells == "sign_free"
+    sym = OnlineDetector(b, cell="symmetric").label_frames(li_li_frames)
+    mir = OnlineDetector(b, cell="symmetric").label_frames(_mirrored(li_li_frames))
+    for r in mir:   # the rows report the potential and current as given
+        r["potential_V"], r["current_A"] = -r["potential_V"], -r["current_A"]
+    assert_rows_equal(sym, mir, atol=1e-9)
+    half = OnlineDetector(b).label_frames(li_li_frames)
+    half_m = OnlineDetector(b).label_frames(_mirrored(li_li_frames))
+    diff = max(abs(x[c] - y[c]) for x, y in zip(half, half_m) for c in P_COLS)
+    assert diff > 1e-3                        # read as a half cell, the wiring matters
+    # the rows report the potential as measured, not its magnitude
+    assert [r["potential_V"] for r in sym] == [f.potential_V for f in li_li_frames]
+    assert_rows_equal(stream(OnlineDetector(b, cell="symmetric"), li_li_frames), sym)
+    assert OnlineDetector(b, cell="symmetric").clone().cell == "symmetric"
+
+
+def test_symmetric_cell_needs_a_sign_free_model_and_its_own_state(bundle, sign_free_bundle,
+                                                                   li_li_frames):
+    from lisentry.datasets.errors import ConfigError
+    assert bundle.symmetric_cells == "signed"
+    with pytest.raises(ConfigError, match="--cell symmetric needs a model trained with "
+                                          "inputs.symmetric_cells: sign_free"):
+        OnlineDetector(bundle, cell="symmetric")
+    with pytest.raises(ConfigError, match="--cell must be one of"):
+        OnlineDetector(sign_free_bundle, cell="Li|Li")
+    det = OnlineDetector(sign_free_bundle, cell="symmetric")
+    det.update(li_li_frames[0])
+    js, tensors = det.state_dict()
+    with pytest.raises(ValueError, match="symmetric cell, not --cell half"):
+        OnlineDetector(sign_free_bundle).load_state_dict(js, tensors)
+    assert OnlineDetector(sign_free_bundle, cell="symmetric").load_state_dict(js, tensors).n_seen == 1

@@ -346,3 +346,18 @@ def test_onnx_export_of_a_binned_echem_model(tmp_path):
     net.fit_echem_edges(values, np.ones_like(values, bool))
     r = check_onnx(net, export_onnx(net, tmp_path / "b.onnx"), n_frames=12)
     assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4
+
+
+def test_symmetric_cells_reading_is_recorded_and_checked(bundle_dir, tmp_path):
+    d, _ = bundle_dir
+    assert load_bundle(d).symmetric_cells == "signed"           # bundles from before the option
+    assert "symmetric_cells" not in json.loads((d / "card.json").read_text())["inputs"]
+    s = save_bundle(tmp_path / "s", tiny(), {"ppm_grid": GRID, "symmetric_cells": "sign_free"})
+    assert load_bundle(s).symmetric_cells == "sign_free"
+    with pytest.raises(ConfigError, match="'symmetric_cells' card value must be one of"):
+        save_bundle(tmp_path / "b", tiny(), {"ppm_grid": GRID, "symmetric_cells": "abs"})
+    card = json.loads((s / "card.json").read_text())
+    card["inputs"]["symmetric_cells"] = "abs"
+    (s / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="inputs.symmetric_cells 'abs' is not one of signed, sign_free"):
+        load_bundle(s)

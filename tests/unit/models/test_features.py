@@ -163,3 +163,62 @@ def test_frame_arrays_from_frames():
     fe, fm = echem_features([150, 750, 1350], [0.5, 0.49, 0.48], [1e-4] * 3, [0, 0.06, 0.12])
     np.testing.assert_array_equal(e, fe)
     np.testing.assert_array_equal(m, fm)
+
+
+# ---- symmetric cells: sign-free features ----------------------------------------------------
+def _charge(t, i):
+    """Cumulative charge, C (trapezoid over the log), as a potentiostat reports it."""
+    return np.concatenate([[0.0], np.cumsum(0.5 * (i[1:] + i[:-1]) * np.diff(t))])
+
+
+def test_sign_free_features_are_the_same_for_a_symmetric_cell_wired_either_way():
+    """The one-way Li | Li family simulated with both polarities: the signed features differ,
+    the sign-free ones are identical, frame for frame (incl. steps and d ln|I|/dt)."""
+    import dataclasses
+
+    from lisentry.datasets.sim.scenarios import get_family, sample_params
+    fam = get_family("li_plating_liquid_li")
+    feats = {}
+    for pol in ((0.5, 1.0), (-1.0, -0.5)):
+        f = dataclasses.replace(fam, randomize={**dict(fam.randomize), "polarity": list(pol)})
+        tr = sample_params(f, 3).simulate(3)
+        t, v, i = tr.t_s[::30], tr.potential_V[::30], tr.current_A[::30]
+        feats[pol[0] > 0] = {sf: echem_features(t, v, i, _charge(t, i), sign_free=sf)
+                             for sf in (False, True)}
+    a, b = feats[True], feats[False]
+    assert not np.allclose(a[False][0][:, COL["potential_V"]], b[False][0][:, COL["potential_V"]])
+    np.testing.assert_allclose(a[True][0], b[True][0], atol=1e-6)
+    np.testing.assert_array_equal(a[True][1], b[True][1])
+    # the step clock and the relative current trend do not depend on the reading
+    for name in ("log1p_h_since_step", "dlnI_dt_asinh", "dlnI_dt_3_asinh"):
+        np.testing.assert_array_equal(a[True][0][:, COL[name]], a[False][0][:, COL[name]])
+    assert a[True][1][:, COL["dlnI_dt_asinh"]].sum() > 10          # defined on many frames
+
+
+def test_sign_free_reads_magnitudes_and_streams_like_batch():
+    fs, ms = echem_features(T, V, I, Q, sign_free=True)
+    fa, ma = echem_features(T, np.abs(V), np.abs(I), np.abs(Q))
+    for name in ("potential_V", "current_asinh", "charge_asinh", "dVdt_asinh", "potential_noise_asinh"):
+        np.testing.assert_allclose(fs[:, COL[name]], fa[:, COL[name]], atol=1e-7)
+        np.testing.assert_array_equal(ms[:, COL[name]], ma[:, COL[name]])
+    # steps and current trends come from the signed current (|I| would hide the reversal)
+    fsg, msg = echem_features(T, V, I, Q)
+    for name in ("log1p_h_since_step", "dlnI_dt_asinh", "dlnI_dt_3_asinh"):
+        np.testing.assert_array_equal(fs[:, COL[name]], fsg[:, COL[name]])
+        np.testing.assert_array_equal(ms[:, COL[name]], msg[:, COL[name]])
+    v_neg = [-x for x in V]
+    f_neg, _ = echem_features(T, v_neg, I, Q, sign_free=True)
+    np.testing.assert_array_equal(f_neg, fs)
+    # the sign change of the current (row 4) is still a step
+    assert fs[4, COL["log1p_h_since_step"]] == 0.0 and fs[3, COL["log1p_h_since_step"]] > 0
+    st = EchemFeatureState(sign_free=True)
+    for k in range(len(T)):
+        if k == 3:   # the reading survives a save and restore
+            st = EchemFeatureState.from_dict(json.loads(json.dumps(st.to_dict())))
+            assert st.sign_free
+        row, _ = st.update(T[k], v_neg[k], I[k], Q[k])
+        np.testing.assert_array_equal(row, fs[k])
+    # a state saved before the option existed reads signed
+    d = EchemFeatureState().to_dict()
+    d.pop("sign_free")
+    assert not EchemFeatureState.from_dict(d).sign_free

@@ -64,6 +64,7 @@ def test_schema_covers_every_default_and_the_defaults_pass():
     ("presence.latents=[cluster_amount, cluster_amount]", "presence.latents", "distinct"),
     ("model.aux=[metal_amount]", "presence.latents", "among model.aux"),
     ("presence.threshold=1", "presence.threshold", "a number in (0, 1)"),
+    ("inputs.symmetric_cells=abs", "inputs.symmetric_cells", "sign_free"),
     ("presence.free_below=0.01", "presence.free_below", "must not exceed presence.detect_limit"),
 ])
 def test_wrong_types_and_ranges_are_one_line_errors(cfg, override, key, must):
@@ -148,7 +149,8 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
     assert member_key(TrainConfig(older), 0, "h", 1) == key
     for change in ("inputs.window_features=true", "train.min_epochs=45",
                    "inputs.binned_features=[current_asinh]", "train.select_by=pooled",
-                   "train.augment.drop_current=0.3", "train.augment.drop_echem_until_current=0.3"):
+                   "train.augment.drop_current=0.3", "train.augment.drop_echem_until_current=0.3",
+                   "inputs.symmetric_cells=sign_free"):
         assert member_key(load_train_config(cfg_path, neutral + [change]),
                           0, "h", 1) != key
     # window_feature_set came later still: at "spectral" a window member keeps its key
