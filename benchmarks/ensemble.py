@@ -54,6 +54,10 @@ def main(argv=None) -> int:
     bundles = [load_bundle(str(b), expect_grid=ds.ppm_grid,
                            expect_processing=ds.manifest.get("processing")) for b in a.bundles]
     split = bundles[0].card["training_split"]
+    if any(b.symmetric_cells != "signed" for b in bundles):
+        print("error: the runs are loaded signed for all bundles; give bundles that read "
+              "symmetric cells signed", file=sys.stderr)
+        return 2
     for path, b in zip(a.bundles[1:], bundles[1:]):
         if b.card["training_split"]["test"] != split["test"]:
             print(f"error: {path} was trained on another split than {a.bundles[0]}", file=sys.stderr)

@@ -95,7 +95,8 @@ def fit_scorer(bundle, train_data: Path, fit_runs: int, seed: int) -> tuple[Feat
 
     # the runs are chosen above (recorded in meta); fit_on_runs then uses all of them
     w = bundle.window_inputs
-    sc = fit_on_runs(bundle.model, load_runs(ds, ids, w), load_runs(ds, sorted(split["val"]), w),
+    sym = bundle.symmetric_cells
+    sc = fit_on_runs(bundle.model, load_runs(ds, ids, w, sym), load_runs(ds, sorted(split["val"]), w, sym),
                      max_fit_runs=len(ids))
     meta = {"train_data": str(train_data), "training_data_hash": want, "fit_runs": ids,
             "val_runs": sorted(split["val"]), "bundle_sha256": bundle.sha256}

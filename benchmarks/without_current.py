@@ -109,6 +109,10 @@ def main(argv=None) -> int:
     bundle = load_bundle(a.model, expect_grid=ds.ppm_grid,
                          expect_processing=ds.manifest.get("processing"))
     mpolicy = policy_from_card(bundle.card)
+    if bundle.symmetric_cells != "signed":
+        # the runs are loaded once, signed, for the HGB and the model alike
+        ap.error(f"{a.model} reads symmetric cells {bundle.symmetric_cells}; this script scores "
+                 "models that read them signed only")
 
     def model_predict(runs):
         wide = widen_runs(runs, bundle.window_inputs, copy=True)
