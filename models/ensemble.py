@@ -16,6 +16,14 @@ one runs wherever a single network does:
 - the streaming state keeps one layout: the members' GRU states side by side in ``h``, and the
   first-frame reference, identical for all members (they must share ``input_scale``).
 
+Current-free members (``current_free``): members trained on logs without a current column
+(``ensemble.current_free_seeds``). They always see the current's columns masked
+(:func:`~lisentry.models.window_features.current_columns`), and the ensemble routes frame by
+frame: a frame whose current is known takes the mean of the other members, a frame without
+one (a time/Ewe-only export, as the measured Li | Li run's; or no log at all) the mean of the
+current-free ones. A model trained with currents learned to lean on them and loses about three
+points of macro-F1 when they are missing (docs/results/journal.md, 2026-12-07, seventh part).
+
 Examples
 --------
 >>> kw = dict(n_ppm=64, n_echem=6, hidden=8)
@@ -47,9 +55,12 @@ class LisentryEnsemble(nn.Module):
         Each member's constructor arguments (its ``config``); at least one. ``n_ppm``,
         ``n_echem``, ``classes``, ``aux``, ``input_scale`` and ``num_layers`` must agree; the
         rest (widths, heads, descriptors) may differ.
+    current_free : sequence of bool, optional
+        Per member: trained without currents (routed to frames without one). Default: none.
+        When given, at least one member must be of each kind.
     """
 
-    def __init__(self, members: Sequence[Mapping]):
+    def __init__(self, members: Sequence[Mapping], current_free: Sequence[bool] | None = None):
         super().__init__()
         if not isinstance(members, (list, tuple)) or not members:
             raise ConfigError(f"The 'members' parameter of LisentryEnsemble must be a non-empty "
@@ -62,13 +73,30 @@ class LisentryEnsemble(nn.Module):
                     raise ConfigError(f"LisentryEnsemble member {k} has {key}={m.config.get(key)!r}; "
                                       f"member 0 has {first.get(key)!r} (members must agree on "
                                       f"{', '.join(_SHARED)})")
+        flags = [False] * len(self.members) if current_free is None else \
+            [bool(f) for f in current_free]
+        if len(flags) != len(self.members) or (any(flags) and all(flags)):
+            raise ConfigError(f"The 'current_free' parameter of LisentryEnsemble must give one "
+                              f"flag per member ({len(self.members)}), with members of both kinds. "
+                              f"Got {current_free!r}.")
+        self.current_free = flags
         #: Constructor arguments, JSON-safe (stored in the model card).
         self.config = {"members": [dict(m.config) for m in self.members]}
+        if any(flags):
+            self.config["current_free"] = list(flags)
         m0 = self.members[0]
         self.n_ppm, self.n_echem = m0.n_ppm, m0.n_echem
         self.classes, self.aux_names = m0.classes, m0.aux_names
         self.num_layers, self.input_scale = m0.num_layers, m0.input_scale
         self._widths = [m.hidden + 2 * m.branch_hidden for m in self.members]
+        if any(flags):
+            from lisentry.models.features import ECHEM_FEATURES  # noqa: PLC0415
+            from lisentry.models.window_features import current_columns  # noqa: PLC0415
+            keep = ~current_columns(self.n_echem)
+            # the columns a current-free member never sees, and the column that routes a frame
+            self.register_buffer("_keep", torch.as_tensor(keep, dtype=torch.float32),
+                                 persistent=False)
+            self._route_col = ECHEM_FEATURES.index("current_asinh")
 
     def __len__(self) -> int:
         return len(self.members)
@@ -99,10 +127,37 @@ class LisentryEnsemble(nn.Module):
         return {"h": torch.cat([s["h"] for s in states], dim=-1), "ref": s0["ref"],
                 "ref_mask": s0["ref_mask"], "n_seen": s0["n_seen"]}
 
-    @staticmethod
-    def _combine(outs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        res = {"logits": torch.stack([o["logits"] for o in outs]).mean(0),
-               "aux": torch.stack([o["aux"] for o in outs]).mean(0)}
+    @property
+    def routed(self) -> bool:
+        """Whether the ensemble has current-free members (and routes frame by frame)."""
+        return any(self.current_free)
+
+    def _inputs(self, echem, echem_mask):
+        """Per member ``(echem, echem_mask)``, and the per-frame weight of the members that read
+        currents (1 where the current is known); ``None`` when the ensemble does not route."""
+        if not self.routed:
+            return [(echem, echem_mask)] * len(self.members), None
+        e = torch.as_tensor(echem, dtype=torch.float32)
+        em = (torch.isfinite(e).to(torch.float32) if echem_mask is None
+              else torch.as_tensor(echem_mask, dtype=torch.float32, device=e.device))
+        em = em * torch.isfinite(e).to(torch.float32)
+        keep = self._keep.to(e.device)
+        e_free = torch.where(keep > 0, e, torch.zeros((), device=e.device))
+        free = (e_free, em * keep)
+        w = em[..., self._route_col:self._route_col + 1]
+        return [free if f else (echem, echem_mask) for f in self.current_free], w
+
+    def _combine(self, outs: Sequence[Mapping[str, torch.Tensor]], w=None) -> dict[str, torch.Tensor]:
+        def mean(key, idx):
+            return torch.stack([outs[i][key] for i in idx]).mean(0)
+
+        if w is None:
+            res = {"logits": mean("logits", range(len(outs))), "aux": mean("aux", range(len(outs)))}
+        else:
+            a = [i for i, f in enumerate(self.current_free) if not f]
+            b = [i for i, f in enumerate(self.current_free) if f]
+            wa = w.reshape(outs[0]["logits"].shape[:-1] + (1,))
+            res = {k: wa * mean(k, a) + (1 - wa) * mean(k, b) for k in ("logits", "aux")}
         if "features" in outs[0]:
             res["features"] = torch.cat([o["features"] for o in outs], dim=-1)
         return res
@@ -113,10 +168,11 @@ class LisentryEnsemble(nn.Module):
                 return_features: bool = False) -> dict[str, torch.Tensor]:
         """As :meth:`LisentryNet.forward`; ``features`` has the members' features side by side."""
         sub = self._member_states(state) if state is not None else [None] * len(self.members)
-        outs = [m(spectra, echem, lengths, mask, echem_mask=echem_mask, state=s,
+        ins, w = self._inputs(echem, echem_mask)
+        outs = [m(spectra, e, lengths, mask, echem_mask=em, state=s,
                   return_state=return_state, return_features=return_features)
-                for m, s in zip(self.members, sub)]
-        res = self._combine(outs)
+                for m, s, (e, em) in zip(self.members, sub, ins)]
+        res = self._combine(outs, w)
         if return_state:
             res["state"] = self._join([o["state"] for o in outs])
         return res
@@ -126,17 +182,18 @@ class LisentryEnsemble(nn.Module):
              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """As :meth:`LisentryNet.step`: advance every run of the batch by one frame."""
         outs, states = [], []
-        for m, s in zip(self.members, self._member_states(state)):
-            o, s2 = m.step(spectrum, echem, s, echem_mask=echem_mask,
-                           return_features=return_features)
+        ins, w = self._inputs(echem, echem_mask)
+        for m, s, (e, em) in zip(self.members, self._member_states(state), ins):
+            o, s2 = m.step(spectrum, e, s, echem_mask=em, return_features=return_features)
             outs.append(o)
             states.append(s2)
-        return self._combine(outs), self._join(states)
+        return self._combine(outs, w), self._join(states)
 
     @classmethod
-    def from_members(cls, nets: Sequence[LisentryNet]) -> "LisentryEnsemble":
+    def from_members(cls, nets: Sequence[LisentryNet],
+                     current_free: Sequence[bool] | None = None) -> "LisentryEnsemble":
         """An ensemble holding copies of trained ``nets``' weights."""
-        ens = cls([n.config for n in nets])
+        ens = cls([n.config for n in nets], current_free=current_free)
         for dst, src in zip(ens.members, nets):
             dst.load_state_dict(src.state_dict(), strict=True)
         return ens

@@ -67,6 +67,11 @@ Seed ensemble: ``ensemble.seeds: [1, 2, 3]`` trains one network per seed and shi
 logits as one model (:class:`lisentry.models.ensemble.LisentryEnsemble`); ``ensemble.workers``
 members train at once in separate processes; finished members are kept in the checkpoint
 folder and reused when the run is restarted (:mod:`lisentry.training.ensemble`).
+``ensemble.current_free_seeds: [0, 1]`` adds members trained and validated on logs without a
+current column (the current's columns masked on every run); the bundle routes frame by frame:
+frames with a known current to the other members, frames without to these
+(:class:`~lisentry.models.ensemble.LisentryEnsemble`). Calibration and the alarm policy are then
+fitted on the validation runs and their current-free copies together.
 
 Early stopping: training stops after ``train.patience`` epochs without a better validation
 macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
@@ -143,7 +148,7 @@ DEFAULTS: dict[str, Any] = {
                  "detect_limit": 0.005, "free_below": 1e-4, "C": 1.0, "threshold": 0.5},
     # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
     # mean logits in one bundle; ``workers`` members train at once in separate processes.
-    "ensemble": {"seeds": [], "workers": 1},
+    "ensemble": {"seeds": [], "workers": 1, "current_free_seeds": []},
     # window_features: append the feature baseline's 20 spectral window features
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs;
     # window_feature_set "all": all 31 (the potentiostat's 11 too); "all_but_minimum": all but
@@ -356,6 +361,7 @@ SCHEMA: dict[str, Param] = {
     "presence.threshold": _float(0, 1, lo_open=True, hi_open=True),
     "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
     "ensemble.workers": _int(1),
+    "ensemble.current_free_seeds": Param("seeds", note="members trained without currents"),
     "inputs.window_features": _BOOL,
     "inputs.window_feature_set": Param("choice", choices=("spectral", "all", "all_but_minimum")),
     "inputs.binned_features": Param("strs", note="empty = all the model's echem inputs"),
@@ -508,6 +514,11 @@ def _validate(d: dict) -> None:
     det = d["detector"]
     if det["exit"] > det["enter"]:
         raise _param_error("detector.exit", f"<= detector.enter ({det['enter']!r})", det["exit"])
+    en = d["ensemble"]
+    if en["current_free_seeds"] and not en["seeds"]:
+        raise ConfigError("ensemble.current_free_seeds needs ensemble.seeds too (the members that "
+                          f"read currents). Got seeds {en['seeds']} and current_free_seeds "
+                          f"{en['current_free_seeds']}.")
     _validate_model(d["model"])
     if d["train"]["device"] == "cuda":
         import torch  # noqa: PLC0415  (only when CUDA is asked for)

@@ -93,6 +93,20 @@ def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None,
             for r in run_ids]
 
 
+def mask_current(runs: list[RunTensors]) -> list[RunTensors]:
+    """Copies of ``runs`` as if their logs had no current column: the columns of
+    :func:`~lisentry.models.window_features.current_columns` masked (what the
+    ``drop_current`` augmentation does to one run, here to all; current-free ensemble members
+    train and are validated on these)."""
+    out = []
+    for rt in runs:
+        need = current_columns(rt.echem.shape[1])
+        echem, mask = rt.echem.copy(), rt.echem_mask.copy()
+        echem[:, need], mask[:, need] = 0, 0
+        out.append(dataclasses.replace(rt, echem=echem, echem_mask=mask))
+    return out
+
+
 def widen_runs(runs: list[RunTensors], window: WindowInputs | None, *,
                copy: bool = False) -> list[RunTensors]:
     """Runs loaded without window features, with them appended (the same objects, or copies

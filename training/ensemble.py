@@ -31,7 +31,8 @@ from lisentry.training.config import TrainConfig
 _NOT_IN_KEY = ("out", "mlflow", "ensemble", "presence")
 
 
-def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int) -> str:
+def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int,
+               current_free: bool = False) -> str:
     """What a member's weights depend on: the resolved config except where the bundle goes,
     the tracking and the ensemble's seed list and workers; the member's seed; the data; the
     torch threads it trains with (the effective count, not the config's 0 = automatic)."""
@@ -59,19 +60,26 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int)
     if d["train"].get("augment", {}).get("drop_echem_until_current", 0.0) == 0.0:
         d["train"].get("augment", {}).pop("drop_echem_until_current", None)
     d["seed"] = int(seed)
+    if current_free:      # trained and validated on logs without currents
+        d["current_free"] = True
     d["training_data_hash"] = data_hash
     d["threads"] = int(threads)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _paths(ckpt_dir: Path, seed: int) -> tuple[Path, Path]:
-    return (ckpt_dir / f"member-seed{seed}.safetensors", ckpt_dir / f"member-seed{seed}.json")
+def _name(seed: int, current_free: bool = False) -> str:
+    return f"seed{seed}" + ("-nocurrent" if current_free else "")
 
 
-def _load_done(ckpt_dir: Path, seed: int, key: str):
+def _paths(ckpt_dir: Path, seed: int, current_free: bool = False) -> tuple[Path, Path]:
+    n = _name(seed, current_free)
+    return (ckpt_dir / f"member-{n}.safetensors", ckpt_dir / f"member-{n}.json")
+
+
+def _load_done(ckpt_dir: Path, seed: int, key: str, current_free: bool = False):
     from safetensors.torch import load_file
     from lisentry.training.loop import MemberFit
-    w, note = _paths(ckpt_dir, seed)
+    w, note = _paths(ckpt_dir, seed, current_free)
     if not (w.is_file() and note.is_file()):
         return None
     try:
@@ -88,10 +96,10 @@ def _load_done(ckpt_dir: Path, seed: int, key: str):
                      history=meta.get("history", []))
 
 
-def _save_done(ckpt_dir: Path, fit, key: str) -> None:
+def _save_done(ckpt_dir: Path, fit, key: str, current_free: bool = False) -> None:
     from safetensors.torch import save_file
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    w, note = _paths(ckpt_dir, fit.seed)
+    w, note = _paths(ckpt_dir, fit.seed, current_free)
     tmp = w.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in fit.state.items()}, str(tmp))
     os.replace(tmp, w)
@@ -104,48 +112,67 @@ def _save_done(ckpt_dir: Path, fit, key: str) -> None:
     os.replace(tmp, note)
 
 
-def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads: int) -> int:
+def _label(seed: int, current_free: bool) -> str:
+    return f"member seed {seed}" + (" (current-free)" if current_free else "")
+
+
+def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads: int,
+            current_free: bool = False) -> int:
     """One member in a spawned process: loads the data, trains, writes the checkpoint."""
+    from lisentry.training.data import mask_current
     from lisentry.training.loop import _fit_member, _prepare, pick_device
     torch.set_num_threads(threads)
     cfg = TrainConfig(data=cfg_data, source=source)
     ds, _, train_runs, val_runs, noise_window, window = _prepare(cfg)
+    if current_free:
+        train_runs, val_runs = mask_current(train_runs), mask_current(val_runs)
     n_epochs = cfg["train"]["epochs"]
+    label = _label(seed, current_free)
 
     def report(epoch: int, loss: float, f1: float) -> None:
         if epoch % 5 == 0 or epoch == n_epochs:
-            print(f"  member seed {seed}: epoch {epoch}/{n_epochs}, loss {loss:.3f}, "
+            print(f"  {label}: epoch {epoch}/{n_epochs}, loss {loss:.3f}, "
                   f"val macro-F1 {f1:.3f}", file=sys.stderr, flush=True)
 
     fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window,
                       pick_device(cfg["train"]["device"]), progress=False, on_epoch=report,
                       window=window)
-    _save_done(Path(ckpt_dir), fit, key)
-    print(f"ensemble member seed {seed}: val macro-F1 {fit.best_val_f1:.3f} after "
+    _save_done(Path(ckpt_dir), fit, key, current_free)
+    print(f"ensemble {label}: val macro-F1 {fit.best_val_f1:.3f} after "
           f"{fit.epochs_run} epochs, {fit.minutes:.1f} min", file=sys.stderr, flush=True)
     return seed
 
 
 def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, train_runs, val_runs,
-                noise_window, device, *, progress: bool = True, tracker=None, window=None) -> list:
-    """Train (or resume) one member per seed; returns their :class:`MemberFit` in seed order."""
+                noise_window, device, *, progress: bool = True, tracker=None, window=None,
+                current_free_seeds: Sequence[int] = ()) -> list:
+    """Train (or resume) one member per seed, then one current-free member per
+    ``current_free_seeds`` (trained and validated with the current's columns masked); returns
+    their :class:`MemberFit` in that order."""
+    from lisentry.training.data import mask_current
     from lisentry.training.loop import _fit_member
     data_hash = ds.manifest.get("content_hash")
-    workers = max(1, min(int(cfg["ensemble"]["workers"]), len(seeds)))
+    members = [(int(s), False) for s in seeds] + [(int(s), True) for s in current_free_seeds]
+    workers = max(1, min(int(cfg["ensemble"]["workers"]), len(members)))
     threads = (int(cfg["train"]["threads"]) or max(1, (os.cpu_count() or 1) // workers)
                if workers > 1 else torch.get_num_threads())
-    keys = {s: member_key(cfg, s, data_hash, threads) for s in seeds}
-    done = {s: f for s in seeds if (f := _load_done(ckpt_dir, s, keys[s])) is not None}
+    keys = {m: member_key(cfg, m[0], data_hash, threads, m[1]) for m in members}
+    done = {m: f for m in members if (f := _load_done(ckpt_dir, m[0], keys[m], m[1])) is not None}
     if done:
-        print(f"ensemble: members {sorted(done)} already trained ({ckpt_dir}), reused",
-              file=sys.stderr)
-    todo = [s for s in seeds if s not in done]
+        print(f"ensemble: members {[_name(*m) for m in members if m in done]} already trained "
+              f"({ckpt_dir}), reused", file=sys.stderr)
+    todo = [m for m in members if m not in done]
     if workers <= 1 or not todo:
-        for s in todo:
-            fit = _fit_member(cfg, s, ds, train_runs, val_runs, noise_window, device,
-                              progress=progress, label=f"member seed {s}", window=window)
-            _save_done(ckpt_dir, fit, keys[s])
-            done[s] = fit
+        masked = None
+        for m in todo:
+            tr, va = train_runs, val_runs
+            if m[1]:
+                masked = masked or (mask_current(train_runs), mask_current(val_runs))
+                tr, va = masked
+            fit = _fit_member(cfg, m[0], ds, tr, va, noise_window, device,
+                              progress=progress, label=_label(*m), window=window)
+            _save_done(ckpt_dir, fit, keys[m], m[1])
+            done[m] = fit
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -153,21 +180,21 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
               f"({threads} torch thread{'s' if threads > 1 else ''} each)", file=sys.stderr)
         t0 = time.monotonic()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(_worker, cfg.to_dict(), cfg.source, s, str(ckpt_dir), keys[s],
-                                threads) for s in todo]
+            futs = [pool.submit(_worker, cfg.to_dict(), cfg.source, m[0], str(ckpt_dir), keys[m],
+                                threads, m[1]) for m in todo]
             for f in futs:
                 f.result()
         print(f"ensemble: members trained in {(time.monotonic() - t0) / 60:.1f} min",
               file=sys.stderr)
-        for s in todo:
-            fit = _load_done(ckpt_dir, s, keys[s])
+        for m in todo:
+            fit = _load_done(ckpt_dir, m[0], keys[m], m[1])
             if fit is None:
-                raise RuntimeError(f"ensemble member seed {s}: no checkpoint in {ckpt_dir}")
-            done[s] = fit
-    fits = [done[s] for s in seeds]
+                raise RuntimeError(f"ensemble {_label(*m)}: no checkpoint in {ckpt_dir}")
+            done[m] = fit
+    fits = [done[m] for m in members]
     if tracker is not None:
-        for f in fits:
+        for m, f in zip(members, fits):
+            n = f"member{m[0]}" + ("_nocurrent" if m[1] else "")
             for epoch, (loss, f1) in enumerate(f.history, start=1):
-                tracker.log_metrics({f"member{f.seed}_train_loss": loss,
-                                     f"member{f.seed}_val_macro_f1": f1}, step=epoch)
+                tracker.log_metrics({f"{n}_train_loss": loss, f"{n}_val_macro_f1": f1}, step=epoch)
     return fits

@@ -30,7 +30,7 @@ from lisentry.models.registry import MODELS
 from lisentry.models.window_features import FEATURE_SETS, WindowInputs
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
-                                     noise_window_mask, widen_runs)
+                                    mask_current, noise_window_mask, widen_runs)
 from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
 from lisentry.training.metrics import pooled_macro_f1
 from lisentry.training.tracking import Tracker
@@ -328,14 +328,18 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
                               "(ensemble.seeds=[]) and train the ensemble from the best config")
         from lisentry.models.ensemble import LisentryEnsemble
         from lisentry.training.ensemble import fit_members
+        free_seeds = list(cfg["ensemble"].get("current_free_seeds") or [])
         member_fits = fit_members(cfg, seeds, ckpt_dir, ds, train_runs, val_runs, noise_window,
-                                  device, progress=progress, tracker=tracker, window=window)
+                                  device, progress=progress, tracker=tracker, window=window,
+                                  current_free_seeds=free_seeds)
         nets = []
         for mf in member_fits:
             net = _new_model(cfg, ds)
             net.load_state_dict(mf.state)
             nets.append(net)
-        model = LisentryEnsemble.from_members(nets).to(device)
+        flags = [False] * len(seeds) + [True] * len(free_seeds)
+        model = LisentryEnsemble.from_members(nets, current_free=flags if free_seeds else None)
+        model = model.to(device)
         model.eval()
         best = evaluate_predictions(val_runs, predict_runs(model, val_runs, policy=policy,
                                                            device=device),
@@ -352,10 +356,15 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
                                              fit.weight_average_f1, fit.epochs_run)
     model.eval()
 
-    # Calibration and OOD threshold on whole held-out (validation) runs.
-    preds = predict_runs(model, val_runs, policy=policy, device=device)
+    # Calibration and OOD threshold on whole held-out (validation) runs; a routed ensemble
+    # (current-free members) also on their current-free copies, the frames its other half serves.
+    cal_runs = val_runs
+    if getattr(model, "routed", False):
+        cal_runs = val_runs + [dataclasses.replace(r, run_id=f"{r.run_id}#nocurrent")
+                               for r in mask_current(val_runs)]
+    preds = predict_runs(model, cal_runs, policy=policy, device=device)
     z = np.concatenate([p.logits for p in preds])
-    y = np.concatenate([r.y for r in val_runs])
+    y = np.concatenate([r.y for r in cal_runs])
     temperature = float(fit_temperature(z, y))
     p_cal = softmax_t(z, temperature)
     keep = y >= 0
@@ -368,7 +377,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         # for the temperature fit, not a second pass); chosen on validation runs only.
         cal = [dataclasses.replace(p, proba=softmax_t(p.logits, temperature)) for p in preds]
         policy, policy_search = tune_policy(
-            val_runs, cal, horizon_s=detector_cfg["horizon_s"],
+            cal_runs, cal, horizon_s=detector_cfg["horizon_s"],
             max_false_alarms_per_100h=detector_cfg["max_false_alarms_per_100h"])
         detector_cfg.update(enter=policy.enter, exit=policy.exit,
                             min_consecutive=policy.min_consecutive)
