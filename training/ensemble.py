@@ -159,8 +159,8 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     keys = {m: member_key(cfg, m[0], data_hash, threads, m[1]) for m in members}
     done = {m: f for m in members if (f := _load_done(ckpt_dir, m[0], keys[m], m[1])) is not None}
     if done:
-        print(f"ensemble: members {[_name(*m) for m in members if m in done]} already trained "
-              f"({ckpt_dir}), reused", file=sys.stderr)
+        names = [f"{m[0]} current-free" if m[1] else m[0] for m in members if m in done]
+        print(f"ensemble: members {names} already trained ({ckpt_dir}), reused", file=sys.stderr)
     todo = [m for m in members if m not in done]
     if workers <= 1 or not todo:
         masked = None

@@ -263,6 +263,36 @@ def test_seed_ensemble_trains_in_parallel_resumes_and_labels(smoke):
     assert "Traceback" not in res.stderr
 
 
+def test_current_free_members_route_frames_without_current(smoke):
+    """``ensemble.current_free_seeds``: members trained on logs with the current masked, kept
+    beside the others in one bundle that routes by the current's mask; the regular members'
+    checkpoints are reused; a config without ``ensemble.seeds`` is one line."""
+    import pandas as pd
+    from lisentry.datasets.sim.run import simulate_run, write_run
+    base = ["train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
+            "--set", f"out={smoke / 'routed'}", "--set", "train.epochs=2", "--set", "train.threads=1",
+            "--set", "ensemble.seeds=[3]"]
+    lisentry(*base, cwd=smoke)
+    res = lisentry(*base, "--set", "ensemble.current_free_seeds=[3]", cwd=smoke)
+    assert "members [3] already trained" in res.stderr and "ensemble of 2" in res.stderr
+    assert "member seed 3 (current-free)" in res.stderr
+    ck = smoke / "routed.checkpoint"
+    assert (ck / "member-seed3-nocurrent.safetensors").is_file()
+    card = json.loads((smoke / "routed" / "card.json").read_text())
+    assert card["model"]["kwargs"]["current_free"] == [False, True]
+    from lisentry.models.bundle import load_bundle
+    assert load_bundle(smoke / "routed").model.routed
+    run = smoke / "routed_run"
+    write_run(simulate_run("hc_sulfide_hold", 4, max_frames=5, run_id="r"), run)
+    lisentry("label", run, "--echem-tz", "UTC", "--out", smoke / "routed.csv",
+             "--model", smoke / "routed", cwd=smoke)
+    assert len(pd.read_csv(smoke / "routed.csv")) == 5
+    res = lisentry("train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
+                   "--set", "ensemble.current_free_seeds=[3]", cwd=smoke, check=False)
+    assert res.returncode == 2 and "ensemble.current_free_seeds needs ensemble.seeds" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def torch_equal(a, b) -> bool:
     import torch
     return bool(torch.equal(a, b))

@@ -133,3 +133,63 @@ def test_onnx_export_of_an_ensemble(tmp_path):
     ens = LisentryEnsemble.from_members(members(seeds=(0, 1))).eval()
     r = check_onnx(ens, export_onnx(ens, tmp_path / "e.onnx"), n_frames=10)
     assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4
+
+
+# ---- current-free members, routed by the current's mask ---------------------------------------
+def _keep():
+    from lisentry.models.window_features import current_columns
+    return torch.as_tensor(~current_columns(N_ECHEM), dtype=torch.float32)
+
+
+def test_routed_ensemble_takes_the_current_free_members_where_the_current_is_missing():
+    nets = members(seeds=(0, 1, 2))
+    ens = LisentryEnsemble.from_members(nets, current_free=[False, False, True]).eval()
+    assert ens.routed and ens.config["current_free"] == [False, False, True]
+    x, e = inputs(T=8)
+    m = torch.isfinite(e).float()
+    cur = ECHEM_FEATURES.index("current_asinh")
+    m[1, 4:, cur] = 0                       # run 1 loses its current column from frame 4
+    e[1, 4:, cur] = 0
+    out = ens(x, e, echem_mask=m)
+    with torch.no_grad():
+        a = (nets[0](x, e, echem_mask=m)["logits"] + nets[1](x, e, echem_mask=m)["logits"]) / 2
+        # the current-free member never sees the current's columns, on any frame
+        b = nets[2](x, torch.nan_to_num(e) * _keep(), echem_mask=m * _keep())["logits"]
+    known = m[..., cur] > 0
+    torch.testing.assert_close(out["logits"][known], a[known])
+    torch.testing.assert_close(out["logits"][~known], b[~known])
+    assert (~known).sum() == 4 + 2          # run 0's first two frames have no log at all
+    # streaming gives the batch result, frame by frame
+    st, steps = ens.init_state(2), []
+    for t in range(8):
+        o, st = ens.step(x[:, t], e[:, t], st, echem_mask=m[:, t])
+        steps.append(o["logits"])
+    torch.testing.assert_close(torch.stack(steps, 1), out["logits"], atol=1e-5, rtol=0)
+    # an ensemble without current-free members is unchanged by the option
+    plain = LisentryEnsemble.from_members(nets[:2]).eval()
+    assert not plain.routed and "current_free" not in plain.config
+    torch.testing.assert_close(plain(x, e, echem_mask=m)["logits"], a)
+
+
+def test_routed_ensemble_needs_members_of_both_kinds_and_round_trips(tmp_path):
+    nets = members(seeds=(0, 1))
+    for bad in ([True, True], [False], [False, True, True]):
+        with pytest.raises(ConfigError, match="current_free"):
+            LisentryEnsemble.from_members(nets, current_free=bad)
+    ens = LisentryEnsemble.from_members(nets, current_free=[False, True]).eval()
+    b = load_bundle(save_bundle(tmp_path / "r", ens, CARD))
+    assert b.model.current_free == [False, True]
+    x, e = inputs()
+    m = torch.isfinite(e).float()
+    m[:, 3:, ECHEM_FEATURES.index("current_asinh")] = 0
+    torch.testing.assert_close(b.model(x, e, echem_mask=m)["logits"], ens(x, e, echem_mask=m)["logits"])
+
+
+def test_onnx_export_of_a_routed_ensemble(tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from lisentry.models.onnx_export import check_onnx
+    ens = LisentryEnsemble.from_members(members(seeds=(0, 1)), current_free=[False, True]).eval()
+    # 30 frames: check_onnx masks the echem of frames 10-19, so both halves answer
+    r = check_onnx(ens, export_onnx(ens, tmp_path / "r.onnx"), n_frames=30)
+    assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4

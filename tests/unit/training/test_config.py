@@ -163,6 +163,8 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
                       0, "h", 1) != member_key(spectral, 0, "h", 1)
     with pytest.raises(ConfigError, match="window_feature_set"):
         load_train_config(cfg_path, ["inputs.window_feature_set=potentiostat"])
+    # a current-free member is another network than the one of its seed
+    assert member_key(base, 0, "h", 1, current_free=True) != key
     # the presence gate is fitted after training: it never changes what a member depends on
     assert member_key(load_train_config(cfg_path, neutral + ["presence.enabled=false"]),
                       0, "h", 1) == key
