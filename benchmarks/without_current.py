@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
                     help="also evaluate on all runs of dataset DIR, reported as NAME")
     ap.add_argument("--out", type=Path, default=None, help="JSON with all results")
+    ap.add_argument("--no-hgb", action="store_true",
+                    help="score the model only (no HGB fits, no paired differences)")
     ap.add_argument("--masked", default=",".join(CURRENT_FEATURES),
                     help="comma-separated echem features masked in the no_current condition "
                          "(default: all that a potential-only log lacks), e.g. "
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
     policy = AlarmPolicy(enter=det["enter"], exit=det["exit"],
                          min_consecutive=det["min_consecutive"])
     horizon = float(det["horizon_s"])
-    train, val = load_runs(ds, split["train"]), load_runs(ds, split["val"])
+    train, val = ([], []) if a.no_hgb else (load_runs(ds, split["train"]), load_runs(ds, split["val"]))
     sets = {"test": load_runs(ds, split["test"])}
     for spec in a.also:
         name, sep, folder = spec.partition("=")
@@ -120,7 +122,8 @@ def main(argv=None) -> int:
                                   policy=mpolicy)
 
     methods = {}
-    for name, fit_runs in (("hgb", train), ("hgb+nocurrent", train + without_current(train))):
+    for name, fit_runs in (() if a.no_hgb else
+                           (("hgb", train), ("hgb+nocurrent", train + without_current(train)))):
         est = BASELINES["features_hgb"]()
         t0 = time.perf_counter()
         est.fit(fit_runs)
@@ -148,7 +151,7 @@ def main(argv=None) -> int:
                                               "per_run_macro_f1": per[name]}
                 rows.append((key, name, summary_row(res["overall"]), fit_s))
                 _log(f"{key} {name}: macro-F1 {res['overall']['macro_f1_mean']:.3f}")
-            for base in ("hgb", "hgb+nocurrent"):
+            for base in () if a.no_hgb else ("hgb", "hgb+nocurrent"):
                 d = paired_difference(per["model"], per[base])
                 results["paired"][f"{key}:model-{base}"] = d
     print(format_comparison(rows))
