@@ -345,7 +345,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
                                                            device=device),
                                     cfg["detector"]["horizon_s"])["overall"]["macro_f1_mean"] or 0.0
         best_epoch_f1, wa_f1, epoch = best, None, max(m.epochs_run for m in member_fits)
-        print(f"ensemble of {len(nets)} (seeds {seeds}): val macro-F1 {best:.3f}; members "
+        free = f", current-free {free_seeds}" if free_seeds else ""
+        print(f"ensemble of {len(nets)} (seeds {seeds}{free}): val macro-F1 {best:.3f}; members "
               + ", ".join(f"{m.best_val_f1:.3f}" for m in member_fits), file=sys.stderr)
     else:
         fit = _fit_member(cfg, int(cfg["seed"]), ds, train_runs, val_runs, noise_window, device,
