@@ -170,7 +170,7 @@ def label(runs: Annotated[Optional[List[Path]], typer.Argument(help="NMR_DIR of 
           clock_offset_s: ClockOffsetOpt = 0.0, reference_ppm: ReferencePpmOpt = None,
           sr_hz: SrHzOpt = None, processed: ProcessedOpt = False, cell: CellOpt = "half",
           model: Annotated[Optional[str], typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS (default: the shipped model).")] = None,
-          manifest: Annotated[Optional[Path], typer.Option("--manifest", help="CSV with run_id, nmr_dir, echem_log, clock_offset_s.")] = None,
+          manifest: Annotated[Optional[Path], typer.Option("--manifest", help="CSV with run_id, nmr_dir, echem_log, clock_offset_s (optional: echem_start, cell).")] = None,
           format_: Annotated[str, typer.Option("--format", help="Output format for several runs: csv or parquet.")] = "csv",
           workers: Annotated[int, typer.Option("--workers", help="Parallel processes over runs.")] = 1,
           plot: Annotated[bool, typer.Option("--plot", help="Also write <stem>.png: the operando figure with the label band.")] = False,
