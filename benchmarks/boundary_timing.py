@@ -173,6 +173,9 @@ def main(argv=None) -> int:
                              max_false_alarms_per_100h=det["max_false_alarms_per_100h"])
     bundle = load_bundle(a.model, expect_grid=ds.ppm_grid,
                          expect_processing=ds.manifest.get("processing"))
+    if bundle.symmetric_cells != "signed":   # the runs above were loaded signed, for the HGB too
+        raise SystemExit(f"error: {a.model} reads symmetric cells {bundle.symmetric_cells}; "
+                         "this script scores models that read them signed only")
     mpolicy = policy_from_card(bundle.card)
     index = {c: k for k, c in enumerate(CLASSES)}
     results = {"dataset": str(a.dataset), "model": str(a.model), "sets": {}}

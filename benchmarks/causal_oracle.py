@@ -238,7 +238,8 @@ def decompose(items, dataset: Path, model_dir: Path, horizon_s: float) -> dict:
     det = bundle.card.get("detector", {})
     policy = AlarmPolicy(enter=det.get("enter", 0.6), exit=det.get("exit", 0.4),
                          min_consecutive=det.get("min_consecutive", 2))
-    runs = load_runs(ds, [it["run_id"] for it in items], window=bundle.window_inputs)
+    runs = load_runs(ds, [it["run_id"] for it in items], window=bundle.window_inputs,
+                     symmetric_cells=bundle.symmetric_cells)
     preds = predict_runs(bundle.model, runs, temperature=float(bundle.card.get("temperature", 1.0)),
                          policy=policy)
     by_id = {p.run_id: p.labels.astype(object) for p in preds}

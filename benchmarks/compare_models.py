@@ -205,6 +205,9 @@ def main(argv=None) -> int:
         from lisentry.training.evaluate import predict_runs
         bundle = load_bundle(a.model, expect_grid=ds.ppm_grid,
                              expect_processing=ds.manifest.get("processing"))
+        if bundle.symmetric_cells != "signed":   # the runs above were loaded signed, once for all
+            raise SystemExit(f"error: {a.model} reads symmetric cells {bundle.symmetric_cells}; "
+                             "this script scores models that read them signed only")
         mpolicy = policy_from_card(bundle.card)
         entry = {"bundle": str(a.model), "sha256": bundle.sha256,
                  "temperature": bundle.temperature, "policy": mpolicy.to_dict(), "eval": {}}

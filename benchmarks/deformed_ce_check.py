@@ -22,7 +22,7 @@ for frac in (0.0, 0.25):
             sim = simulate_run(fam2, seed, max_frames=250)
             for k, b in bundles.items():
                 run = to_run(sim, Pipeline(ProcessingConfig.from_dict(b.processing)))
-                rows = OnlineDetector(b).label_frames(run.frames)
+                rows = OnlineDetector(b).label_frames(run.frames)  # half cells
                 lab = [r["label"] for r in rows]
                 n = sum(l == "plating_onset" for l in lab)
                 counts[k][0] += n > 0; counts[k][1] += n; counts[k][2] += len(lab)

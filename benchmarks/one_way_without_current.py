@@ -32,7 +32,7 @@ for b, bundle in bundles.items():
                 fr = [dataclasses.replace(f, current_A=math.nan, charge_C=math.nan) for f in fr]
             if mode == "no_current_late_log":
                 fr = [dataclasses.replace(f, potential_V=math.nan) if i < 8 else f for i, f in enumerate(fr)]
-            lab = [r["label"] for r in OnlineDetector(bundle).label_frames(fr)]
+            lab = [r["label"] for r in OnlineDetector(bundle, cell="symmetric" if bundle.symmetric_cells == "sign_free" else "half").label_frames(fr)]
             res.append(first2(lab))
         out.append(res)
     print(b, "truth / full / no current / no current + log from frame 9:", out)

@@ -56,6 +56,9 @@ TARGET_FPR = 0.20
 def score_set(bundle, runs) -> dict[str, np.ndarray]:
     """Per kept frame: kind, group, the detector's shipped ``ood_score`` and flag, the energy
     score of the logits, spectra and head inputs."""
+    if bundle.symmetric_cells != "signed":   # the OOD set is fed as half cells, signed
+        raise SystemExit(f"error: {bundle.path} reads symmetric cells {bundle.symmetric_cells}; "
+                         "this script scores models that read them signed only")
     det = OnlineDetector(bundle)
     cols = {k: [] for k in ("kind", "group", "run", "shipped", "flag", "energy", "spectra", "features")}
     for r in runs:

@@ -137,11 +137,12 @@ class LisentryEnsemble(nn.Module):
         currents (1 where the current is known); ``None`` when the ensemble does not route."""
         if not self.routed:
             return [(echem, echem_mask)] * len(self.members), None
-        e = torch.as_tensor(echem, dtype=torch.float32)
+        dev = self._keep.device      # the model's: the members' outputs are combined there
+        e = torch.as_tensor(echem, dtype=torch.float32, device=dev)
         em = (torch.isfinite(e).to(torch.float32) if echem_mask is None
-              else torch.as_tensor(echem_mask, dtype=torch.float32, device=e.device))
+              else torch.as_tensor(echem_mask, dtype=torch.float32, device=dev).reshape(e.shape))
         em = em * torch.isfinite(e).to(torch.float32)
-        keep = self._keep.to(e.device)
+        keep = self._keep
         e_free = torch.where(keep > 0, e, torch.zeros((), device=e.device))
         free = (e_free, em * keep)
         w = em[..., self._route_col:self._route_col + 1]

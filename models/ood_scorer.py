@@ -92,11 +92,13 @@ def head_inputs(model, spectra, echem, echem_mask=None) -> tuple[np.ndarray, np.
     return out["logits"][0].double().numpy(), out["features"][0].double().numpy()
 
 
-def frames_inputs(frames, window=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frames_inputs(frames, window=None, *, sign_free: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(spectra, echem, echem_mask)`` of a list of processed frames, as the detector builds
-    them; ``window`` (a bundle's ``window_inputs``) appends its window features."""
+    them; ``window`` (a bundle's ``window_inputs``) appends its window features; ``sign_free``
+    as the detector reads a symmetric cell with a sign-free model (``--cell symmetric``)."""
     from lisentry.models.features import frame_arrays
-    spectra, e, m = frame_arrays(frames)
+    spectra, e, m = frame_arrays(frames, sign_free=sign_free)
     if window is not None:
         e, m = window.widen(spectra, [f.t_s for f in frames], e, m)
     return spectra, e, m

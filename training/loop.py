@@ -391,9 +391,11 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
                "val_macro_f1_weight_average": wa_f1, "temperature": temperature, "val_ece": ece,
                "epochs_run": epoch, "train_minutes": (time.monotonic() - t_start) / 60}
     if member_fits:
+        flags = getattr(model, "current_free", None) or [False] * len(member_fits)
         metrics["members"] = [{"seed": m.seed, "val_macro_f1": m.best_val_f1,
-                               "epochs_run": m.epochs_run, "train_minutes": m.minutes}
-                              for m in member_fits]
+                               "epochs_run": m.epochs_run, "train_minutes": m.minutes,
+                               **({"current_free": True} if f else {})}
+                              for m, f in zip(member_fits, flags)]
     if policy_search is not None:
         metrics["policy_search"] = policy_search
     eval_sets = {"test": split["test"], "leave_out": split["leave_out"]}
@@ -440,7 +442,10 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
               f"{scorer.thresholds_[q]:.2f} ({q} of {scorer.n_val_} validation frames)",
               file=sys.stderr)
     if cfg["presence"]["enabled"]:
-        fit_and_attach(bundle_dir, model, train_runs, val_runs, cfg["presence"],
+        # a routed ensemble's gate also sees the frames its current-free members answer
+        p_train, p_val = ((train_runs + mask_current(train_runs), cal_runs)
+                          if getattr(model, "routed", False) else (train_runs, val_runs))
+        fit_and_attach(bundle_dir, model, p_train, p_val, cfg["presence"],
                        ds.manifest.get("content_hash"))
     tracker.log_params({"config": cfg.to_dict()})
     tracker.log_metrics({"final": {"val_macro_f1": best, "temperature": temperature,

@@ -89,6 +89,10 @@ def main(argv=None) -> int:
         runs = {k: load_runs(ds, [r for r in split.get(k, []) if r in known],
                              window=bundle.window_inputs,
                              symmetric_cells=bundle.symmetric_cells) for k in ("train", "val")}
+        if getattr(bundle.model, "routed", False):
+            # as in training: also the frames the current-free members answer
+            from lisentry.training.data import mask_current  # noqa: PLC0415
+            runs = {k: v + mask_current(v) for k, v in runs.items()}
         try:
             report = fit_and_attach(a.bundle, bundle.model, runs["train"], runs["val"], pc,
                                     ds.manifest.get("content_hash"))

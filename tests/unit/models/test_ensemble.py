@@ -193,3 +193,64 @@ def test_onnx_export_of_a_routed_ensemble(tmp_path):
     # 30 frames: check_onnx masks the echem of frames 10-19, so both halves answer
     r = check_onnx(ens, export_onnx(ens, tmp_path / "r.onnx"), n_frames=30)
     assert r["argmax_agree"] == 1.0 and r["max_abs_logit_diff"] < 1e-4
+
+
+def test_routed_ensemble_with_window_columns_feeds_its_current_free_members_as_trained():
+    """With the window features appended (the shipped 8 + 30 columns), a frame without a current
+    gets exactly the current-free member's output on the run as training masks it
+    (``training.data.mask_current``)."""
+    from lisentry.training.data import RunTensors, mask_current
+    n_echem = N_ECHEM + 30
+    nets = [LisentryNet(n_ppm=64, n_echem=n_echem, hidden=8, channels=(4, 4), pooled_bins=4,
+                        echem_hidden=4).eval() for _ in range(2)]
+    ens = LisentryEnsemble.from_members(nets, current_free=[False, True]).eval()
+    x, _ = inputs(T=6, B=1)
+    g = torch.Generator().manual_seed(3)
+    e = torch.randn(1, 6, n_echem, generator=g)
+    m = torch.ones(1, 6, n_echem)
+    rt = RunTensors("r", "f", np.arange(6.0), x[0].numpy(), e[0].numpy(), m[0].numpy(),
+                    np.zeros(6, np.int64), np.zeros((6, 4), np.float32), None, None)
+    masked = mask_current([rt])[0]
+    assert masked.echem_mask.sum() < m.sum()            # some columns are the current's
+    m_nocur = torch.from_numpy(masked.echem_mask)[None]
+    with torch.no_grad():
+        routed = ens(x, e, echem_mask=m_nocur)["logits"]
+        want = nets[1](x, torch.from_numpy(masked.echem)[None], echem_mask=m_nocur)["logits"]
+    torch.testing.assert_close(routed, want)
+
+
+def test_online_detector_with_a_routed_bundle_on_a_potential_only_log(tmp_path):
+    """A potential-only log (no current column, as EC-Lab time/Ewe exports): the detector's
+    streaming, batch and save/restore paths agree, and the rows are the current-free member's."""
+    import json as _json
+
+    from lisentry.datasets.pipeline import Pipeline, ProcessingConfig
+    from lisentry.datasets.sim.run import simulate_run, to_run
+    from lisentry.detector.online import OnlineDetector
+    nets = members(n_ppm=1001, seeds=(0, 1))
+    ens = LisentryEnsemble.from_members(nets, current_free=[False, True]).eval()
+    card = {**CARD, "ppm_grid": {"min": -100.0, "max": 400.0, "step": 0.5},
+            "processing": ProcessingConfig().to_dict(), "temperature": 0.05}
+    b = load_bundle(save_bundle(tmp_path / "routed", ens, card))
+    frames = to_run(simulate_run("hc_sulfide_overlithiation", 7, max_frames=10),
+                    Pipeline(ProcessingConfig())).frames
+    frames = [f.replace(current_A=float("nan"), charge_C=float("nan")) for f in frames]
+    batch = OnlineDetector(b).label_frames(frames)
+    det = OnlineDetector(b)
+    for f in frames[:4]:
+        det.update(f)
+    js, tensors = det.state_dict()
+    det = OnlineDetector(b).load_state_dict(_json.loads(_json.dumps(js)), tensors)
+    rows = []
+    for f in frames[4:]:
+        det.update(f)
+        rows.append(dict(det.last_row))
+    for r, q in zip(rows, batch[4:]):
+        assert r["label"] == q["label"]
+        np.testing.assert_allclose([r[f"p_{c}"] for c in b.classes],
+                                   [q[f"p_{c}"] for c in b.classes], atol=1e-6)
+    # the current-free member alone (as a one-network bundle) gives the same probabilities
+    solo = load_bundle(save_bundle(tmp_path / "solo", LisentryEnsemble.from_members(nets[1:]), card))
+    alone = OnlineDetector(solo).label_frames(frames)
+    np.testing.assert_allclose([[q[f"p_{c}"] for c in b.classes] for q in batch],
+                               [[q[f"p_{c}"] for c in b.classes] for q in alone], atol=1e-6)
