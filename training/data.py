@@ -93,18 +93,30 @@ def load_runs(ds: Dataset, run_ids, window: WindowInputs | None = None,
             for r in run_ids]
 
 
+def _without_current(echem: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of one run's echem input and mask as a potential-only log gives them: the columns
+    of :func:`~lisentry.models.window_features.current_columns` masked."""
+    need = current_columns(echem.shape[1])
+    echem, mask = echem.copy(), mask.copy()
+    echem[:, need], mask[:, need] = 0, 0
+    return echem, mask
+
+
 def mask_current(runs: list[RunTensors]) -> list[RunTensors]:
-    """Copies of ``runs`` as if their logs had no current column: the columns of
-    :func:`~lisentry.models.window_features.current_columns` masked (what the
-    ``drop_current`` augmentation does to one run, here to all; current-free ensemble members
-    train and are validated on these)."""
+    """Copies of ``runs`` as if their logs had no current column (what the ``drop_current``
+    augmentation does to one run, here to all; current-free ensemble members train and are
+    validated on these)."""
     out = []
     for rt in runs:
-        need = current_columns(rt.echem.shape[1])
-        echem, mask = rt.echem.copy(), rt.echem_mask.copy()
-        echem[:, need], mask[:, need] = 0, 0
+        echem, mask = _without_current(rt.echem, rt.echem_mask)
         out.append(dataclasses.replace(rt, echem=echem, echem_mask=mask))
     return out
+
+
+def plus_current_free(runs: list[RunTensors]) -> list[RunTensors]:
+    """``runs`` followed by their :func:`mask_current` copies: what a routed ensemble's
+    presence gate is fitted and reported on (it gates both halves' answers)."""
+    return runs + mask_current(runs)
 
 
 def widen_runs(runs: list[RunTensors], window: WindowInputs | None, *,
@@ -219,9 +231,7 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     if current_p and rng.random() < current_p:     # no draw when off: older configs replay
         # A potential-only log (EC-Lab export of time and Ewe, as the measured Li | Li run's):
         # the current's features are undefined, the potential's stay.
-        need = current_columns(echem.shape[1])
-        echem, mask = echem.copy(), mask.copy()
-        echem[:, need], mask[:, need] = 0, 0
+        echem, mask = _without_current(echem, mask)
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
                       rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
 

@@ -30,7 +30,8 @@ from lisentry.models.registry import MODELS
 from lisentry.models.window_features import FEATURE_SETS, WindowInputs
 from lisentry.training.config import TrainConfig
 from lisentry.training.data import (RunTensors, augment_run, class_weights, collate, load_runs,
-                                    mask_current, noise_window_mask, widen_runs)
+                                    mask_current, noise_window_mask, plus_current_free,
+                                    widen_runs)
 from lisentry.training.evaluate import evaluate_predictions, format_table, predict_runs, tune_policy
 from lisentry.training.metrics import pooled_macro_f1
 from lisentry.training.tracking import Tracker
@@ -443,7 +444,7 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
               file=sys.stderr)
     if cfg["presence"]["enabled"]:
         # a routed ensemble's gate also sees the frames its current-free members answer
-        p_train, p_val = ((train_runs + mask_current(train_runs), cal_runs)
+        p_train, p_val = ((plus_current_free(train_runs), cal_runs)
                           if getattr(model, "routed", False) else (train_runs, val_runs))
         fit_and_attach(bundle_dir, model, p_train, p_val, cfg["presence"],
                        ds.manifest.get("content_hash"))

@@ -91,8 +91,8 @@ def main(argv=None) -> int:
                              symmetric_cells=bundle.symmetric_cells) for k in ("train", "val")}
         if getattr(bundle.model, "routed", False):
             # as in training: also the frames the current-free members answer
-            from lisentry.training.data import mask_current  # noqa: PLC0415
-            runs = {k: v + mask_current(v) for k, v in runs.items()}
+            from lisentry.training.data import plus_current_free  # noqa: PLC0415
+            runs = {k: plus_current_free(v) for k, v in runs.items()}
         try:
             report = fit_and_attach(a.bundle, bundle.model, runs["train"], runs["val"], pc,
                                     ds.manifest.get("content_hash"))
