@@ -81,6 +81,7 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info
 
 # The shipped bundle is what `make train-default` gives: same training data, and (with the
-# retrain, ~15 min: two networks side by side) the same weights, tensor by tensor.
+# retrain, ~14 min: two networks side by side, then their current-free fine-tunes) the same
+# weights, tensor by tensor.
 verify-default: data/train
 	$(BIN)/python benchmarks/verify_default.py --retrain

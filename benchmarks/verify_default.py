@@ -1,6 +1,6 @@
 """Check that the shipped default bundle is what its documented command produces.
 
-Two checks, the second optional because it trains (about 15 min on 2 cores):
+Two checks, the second optional because it trains (about 14 min on 2 cores):
 
 1. the training data. The dataset's ``content_hash`` (``data/train/manifest.json``, built by
    ``make data/train``) equal to the card's ``training_data_hash`` means the very same bytes.

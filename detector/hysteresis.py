@@ -20,16 +20,24 @@ and it makes the scores monotone, ``s_1 >= s_2 >= s_3``.
 * an active class becomes **inactive** at frame ``t`` when ``s_k < exit`` on
   ``min_consecutive`` consecutive frames ending at ``t``;
 * a NaN score counts as neither (it interrupts both runs);
-* the **label** is the most severe active class, or the baseline when none is active.
+* the **label** is the most severe active class, or the baseline when none is active;
+* except that a non-alarm class (cluster_growth) is not the label when it is only passed
+  through: when its own probability is below the baseline's *and* below that of the more
+  severe classes together, its score is carried by those, and the label is the baseline. On
+  the measured Li | Li run a frame with p = (0.25, 0.06, 0.69, 0) (plating just under enter)
+  was otherwise labelled cluster_growth (docs/results/journal.md, 2026-12-07 tenth part).
+  Alarm classes, their episodes and the alarm are never changed by this.
 
 What this guarantees (tested with hypothesis in ``tests/unit/detector/test_hysteresis.py``)
 ---------------------------------------------------------------------------------------
 Because ``s_k`` is monotone in ``k``, the active set is always "downward closed" (if
-plating_onset is active, cluster_growth is too), so "label at least as severe as ``k``" is the
-same as "``k`` active". For every threshold ``k`` the indicator ``severity(label_t) >= k`` changes
-value at most once per ``min_consecutive`` frames: every run of that indicator lasts at least
+plating_onset is active, cluster_growth is too), so for an alarm class ``k`` "label at least as
+severe as ``k``" is the same as "``k`` active" (a passed-through label is below every alarm
+class). For every such threshold, and for "``k`` active" for every ``k``, the indicator changes
+value at most once per ``min_consecutive`` frames: every run of it lasts at least
 ``min_consecutive`` frames, except the first run (from frame 0) and the last (cut by the end of
-the stream). A raised alarm therefore never flickers. The label *itself* may stay for fewer
+the stream). A raised alarm therefore never flickers. A cluster_growth label may still be
+dropped for single passed-through frames. The label *itself* may stay for fewer
 frames when it passes through a class on the way up or down (e.g. cluster_growth for one frame
 between normal_lithiation and plating_onset when the plating score rises one frame after the
 cluster score); no rule of this kind can both forbid that and react within
@@ -83,6 +91,10 @@ class AlarmPolicy:
         All classes in order of increasing severity; the first is the baseline.
     alarm_classes : tuple of str
         Classes that count as an alarm (a subset of ``classes``).
+    drop_passed_through : bool
+        Give the baseline instead of a non-alarm class that is only passed through (the module
+        docstring's rule; default True). Training selects epochs with it off, the rule those
+        selections were defined with.
 
     Raises
     ------
@@ -100,6 +112,7 @@ class AlarmPolicy:
     min_consecutive: int = 2
     classes: tuple[str, ...] = CLASSES
     alarm_classes: tuple[str, ...] = field(default=ALARM_CLASSES)
+    drop_passed_through: bool = True
 
     def __post_init__(self):
         owner = "AlarmPolicy"
@@ -124,17 +137,23 @@ class AlarmPolicy:
             if a not in classes:
                 raise _param_error("alarm_classes", owner, f"a subset of {classes}", alarms)
         object.__setattr__(self, "alarm_classes", alarms)
+        if not isinstance(self.drop_passed_through, (bool, np.bool_)):
+            raise _param_error("drop_passed_through", owner, "true or false",
+                               self.drop_passed_through)
+        object.__setattr__(self, "drop_passed_through", bool(self.drop_passed_through))
 
     def to_dict(self) -> dict:
         """JSON-safe parameters (``AlarmPolicy(**d)`` rebuilds the policy)."""
         return {"enter": self.enter, "exit": self.exit, "min_consecutive": self.min_consecutive,
-                "classes": list(self.classes), "alarm_classes": list(self.alarm_classes)}
+                "classes": list(self.classes), "alarm_classes": list(self.alarm_classes),
+                "drop_passed_through": self.drop_passed_through}
 
     get_params = to_dict
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AlarmPolicy":
-        known = {"enter", "exit", "min_consecutive", "classes", "alarm_classes"}
+        known = {"enter", "exit", "min_consecutive", "classes", "alarm_classes",
+                 "drop_passed_through"}
         for k in d:
             if k not in known:
                 hint = difflib.get_close_matches(k, sorted(known), n=1)
@@ -243,8 +262,8 @@ class HysteresisLabeller:
         ConfigError
             When a class is missing, a key is unknown, or a value is not a number.
         """
-        scores = cumulative_scores(self._vector(proba))
-        return self._step(scores)
+        vec = self._vector(proba)
+        return self._step(cumulative_scores(vec), vec)
 
     @property
     def label(self) -> str | None:
@@ -355,7 +374,7 @@ class HysteresisLabeller:
             raise ConfigError(f"Probabilities lack class(es) {missing}.")
         return np.array([values[c] for c in classes], dtype=float)
 
-    def _step(self, scores: np.ndarray) -> str:
+    def _step(self, scores: np.ndarray, proba: np.ndarray) -> str:
         p = self.policy
         m = p.min_consecutive
         t = self._n
@@ -374,9 +393,20 @@ class HysteresisLabeller:
                 self._active[k] = False
                 self._episodes[self._open.pop(k)][2] = t
         top = max((k for k in range(1, len(p.classes)) if self._active[k]), default=0)
+        if _passed_through(proba, top, p):
+            top = 0
         self._label = p.classes[top]
         self._n = t + 1
         return self._label
+
+
+def _passed_through(proba: np.ndarray, top: int, policy: AlarmPolicy) -> bool:
+    """Whether the most severe active class ``top`` is only passed through: a non-alarm class
+    whose own probability is below the baseline's and below that of the more severe classes
+    together (its score is carried by them). ``proba``: one frame's probabilities."""
+    if not policy.drop_passed_through or top == 0 or policy.classes[top] in policy.alarm_classes:
+        return False
+    return bool(proba[top] < proba[0] and proba[top] < float(np.sum(proba[top + 1:])))
 
 
 def _run_lengths(flags: np.ndarray) -> np.ndarray:
@@ -438,4 +468,10 @@ def smooth_labels(proba: Any, policy: AlarmPolicy | None = None) -> np.ndarray:
     last_exit = np.maximum.accumulate(np.where(exit_evt, t, -1), axis=0)
     active = last_enter > last_exit                            # (T, n_classes - 1)
     level = np.where(active, np.arange(1, len(classes))[None, :], 0).max(axis=1)
+    # a non-alarm class only passed through (see _passed_through) gives the baseline; the
+    # same function as online, on the few candidate frames, so that both agree bit for bit
+    non_alarm = np.array([c not in policy.alarm_classes for c in classes])
+    for t in np.flatnonzero((level > 0) & non_alarm[level] & policy.drop_passed_through):
+        if _passed_through(arr[t], int(level[t]), policy):
+            level[t] = 0
     return np.asarray(classes)[level]

@@ -72,6 +72,12 @@ current column (the current's columns masked on every run); the bundle routes fr
 frames with a known current to the other members, frames without to these
 (:class:`~lisentry.models.ensemble.LisentryEnsemble`). Calibration and the alarm policy are then
 fitted on the validation runs and their current-free copies together.
+``ensemble.current_free_from: members`` fine-tunes each current-free member from the regular
+member of the same seed (``ensemble.current_free_epochs`` epochs from
+``ensemble.current_free_lr``) instead of training it from scratch: a few epochs instead of a
+whole training. ``train.min_epochs`` and ``train.patience`` apply to the fine-tune too, so with
+``min_epochs`` at or above its epochs it runs them all. Torch threads per worker are set from
+all the members together (``train.threads`` fixes them).
 
 Early stopping: training stops after ``train.patience`` epochs without a better validation
 macro-F1, but not before epoch ``train.min_epochs`` (default 0): a run stopped while the cosine
@@ -148,7 +154,12 @@ DEFAULTS: dict[str, Any] = {
                  "detect_limit": 0.005, "free_below": 1e-4, "C": 1.0, "threshold": 0.5},
     # A seed ensemble: one network per seed (``seed`` is then unused for the weights), their
     # mean logits in one bundle; ``workers`` members train at once in separate processes.
-    "ensemble": {"seeds": [], "workers": 1, "current_free_seeds": []},
+    # current_free_from "members": each current-free member is fine-tuned from the regular
+    # member of its seed for current_free_epochs epochs (0 = train.epochs) from
+    # current_free_lr (null = train.lr), instead of trained from scratch ("scratch").
+    "ensemble": {"seeds": [], "workers": 1, "current_free_seeds": [],
+                 "current_free_from": "scratch", "current_free_epochs": 0,
+                 "current_free_lr": None},
     # window_features: append the feature baseline's 20 spectral window features
     # (lisentry.models.window_features) to the model's echem input, scaled on the training runs;
     # window_feature_set "all": all 31 (the potentiostat's 11 too); "all_but_minimum": all but
@@ -362,6 +373,9 @@ SCHEMA: dict[str, Param] = {
     "ensemble.seeds": Param("seeds", note="empty = one network from 'seed'"),
     "ensemble.workers": _int(1),
     "ensemble.current_free_seeds": Param("seeds", note="members trained without currents"),
+    "ensemble.current_free_from": Param("choice", choices=("scratch", "members")),
+    "ensemble.current_free_epochs": _int(0),
+    "ensemble.current_free_lr": _float(0, lo_open=True, optional=True),
     "inputs.window_features": _BOOL,
     "inputs.window_feature_set": Param("choice", choices=("spectral", "all", "all_but_minimum")),
     "inputs.binned_features": Param("strs", note="empty = all the model's echem inputs"),
@@ -519,6 +533,21 @@ def _validate(d: dict) -> None:
         raise ConfigError("ensemble.current_free_seeds needs ensemble.seeds too (the members that "
                           f"read currents). Got seeds {en['seeds']} and current_free_seeds "
                           f"{en['current_free_seeds']}.")
+    if en["current_free_from"] == "scratch" and (en["current_free_epochs"]
+                                                  or en["current_free_lr"] is not None):
+        raise ConfigError("ensemble.current_free_epochs and ensemble.current_free_lr set the "
+                          "fine-tune of ensemble.current_free_from 'members'; with 'scratch' the "
+                          "current-free members train like the others (train.epochs, train.lr). "
+                          f"Got current_free_epochs {en['current_free_epochs']} and "
+                          f"current_free_lr {en['current_free_lr']} with 'scratch'.")
+    if en["current_free_from"] == "members":
+        orphans = sorted(set(en["current_free_seeds"]) - set(en["seeds"]))
+        if orphans:
+            raise ConfigError("ensemble.current_free_from 'members' fine-tunes each current-free "
+                              "member from the regular member of its seed, so "
+                              f"ensemble.current_free_seeds must be among ensemble.seeds "
+                              f"({en['seeds']}). Got {en['current_free_seeds']} ({orphans} "
+                              "without one).")
     _validate_model(d["model"])
     if d["train"]["device"] == "cuda":
         import torch  # noqa: PLC0415  (only when CUDA is asked for)

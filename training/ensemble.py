@@ -7,6 +7,11 @@ note of what produced them (a hash of the resolved config without the seed list,
 seed, the training data's hash and the torch thread count): an interrupted ensemble run resumes with the members still
 missing, and a changed config or dataset retrains them all.
 
+Current-free members (``ensemble.current_free_seeds``) are trained with the current's columns
+masked, from scratch or (``ensemble.current_free_from: members``) fine-tuned from the regular
+member of their seed in a second round, once the regular members are done; a fine-tuned
+member's key includes its parent's, so a retrained parent retrains it.
+
 Parallel members (``ensemble.workers`` > 1) run in spawned processes with
 ``train.threads`` torch threads each (default: the CPU count divided by the workers): on a
 2-core machine two single-threaded members take about as long as one two-threaded member,
@@ -67,6 +72,48 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int,
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def finetune_key(cfg: TrainConfig, parent_key: str, free_key: str) -> str:
+    """The key of a current-free member fine-tuned from a regular member: its own key (as if
+    trained from scratch), the parent's key (its weights and what they depend on) and the
+    fine-tune's epochs and learning rate."""
+    en = cfg["ensemble"]
+    d = {"current_free": free_key, "from_member": parent_key,
+         "epochs": int(en["current_free_epochs"] or cfg["train"]["epochs"]),
+         "lr": float(en["current_free_lr"] or cfg["train"]["lr"])}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _finetune_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, current_free: bool) -> dict:
+    """Keyword arguments of ``_fit_member`` for a current-free member fine-tuned from its
+    regular member (whose checkpoint must be written already); empty otherwise."""
+    if not (current_free and cfg["ensemble"]["current_free_from"] == "members"):
+        return {}
+    from safetensors.torch import load_file
+    w, _ = _paths(Path(ckpt_dir), seed)
+    en = cfg["ensemble"]
+    return {"init_state": load_file(str(w), device="cpu"),
+            "epochs": int(en["current_free_epochs"] or cfg["train"]["epochs"]),
+            "lr": en["current_free_lr"]}
+
+
+def _parent_sha256(ckpt_dir: Path, seed: int) -> str | None:
+    """SHA-256 of the regular member's weight file (None without one): a fine-tuned member's
+    note records it, so that a parent retrained under the same key (a torn note, a run cut
+    short by ``train.max_minutes``) retrains its child too."""
+    w, _ = _paths(Path(ckpt_dir), seed)
+    return hashlib.sha256(w.read_bytes()).hexdigest() if w.is_file() else None
+
+
+def _parent_unchanged(ckpt_dir: Path, seed: int) -> bool:
+    """Whether a fine-tuned member's note records the parent weights on disk now."""
+    _, note = _paths(Path(ckpt_dir), seed, True)
+    try:
+        recorded = json.loads(note.read_text(encoding="utf-8")).get("parent_sha256")
+    except (OSError, ValueError):
+        return False
+    return recorded is not None and recorded == _parent_sha256(ckpt_dir, seed)
+
+
 def _name(seed: int, current_free: bool = False) -> str:
     return f"seed{seed}" + ("-nocurrent" if current_free else "")
 
@@ -96,7 +143,8 @@ def _load_done(ckpt_dir: Path, seed: int, key: str, current_free: bool = False):
                      history=meta.get("history", []))
 
 
-def _save_done(ckpt_dir: Path, fit, key: str, current_free: bool = False) -> None:
+def _save_done(ckpt_dir: Path, fit, key: str, current_free: bool = False,
+               parent_sha256: str | None = None) -> None:
     from safetensors.torch import save_file
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     w, note = _paths(ckpt_dir, fit.seed, current_free)
@@ -107,6 +155,8 @@ def _save_done(ckpt_dir: Path, fit, key: str, current_free: bool = False) -> Non
             "best_epoch_f1": fit.best_epoch_f1, "weight_average_f1": fit.weight_average_f1,
             "epochs_run": fit.epochs_run, "minutes": fit.minutes, "history": fit.history,
             "threads": torch.get_num_threads()}
+    if parent_sha256 is not None:     # fine-tuned from these weights
+        meta["parent_sha256"] = parent_sha256
     tmp = note.with_suffix(".jtmp")
     tmp.write_text(json.dumps(meta), encoding="utf-8")
     os.replace(tmp, note)
@@ -126,7 +176,8 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
     ds, _, train_runs, val_runs, noise_window, window = _prepare(cfg)
     if current_free:
         train_runs, val_runs = mask_current(train_runs), mask_current(val_runs)
-    n_epochs = cfg["train"]["epochs"]
+    finetune = _finetune_args(cfg, Path(ckpt_dir), seed, current_free)
+    n_epochs = finetune.get("epochs", cfg["train"]["epochs"])
     label = _label(seed, current_free)
 
     def report(epoch: int, loss: float, f1: float) -> None:
@@ -136,8 +187,9 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
 
     fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window,
                       pick_device(cfg["train"]["device"]), progress=False, on_epoch=report,
-                      window=window)
-    _save_done(Path(ckpt_dir), fit, key, current_free)
+                      window=window, **finetune)
+    _save_done(Path(ckpt_dir), fit, key, current_free,
+               _parent_sha256(Path(ckpt_dir), seed) if finetune else None)
     print(f"ensemble {label}: val macro-F1 {fit.best_val_f1:.3f} after "
           f"{fit.epochs_run} epochs, {fit.minutes:.1f} min", file=sys.stderr, flush=True)
     return seed
@@ -157,36 +209,49 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     threads = (int(cfg["train"]["threads"]) or max(1, (os.cpu_count() or 1) // workers)
                if workers > 1 else torch.get_num_threads())
     keys = {m: member_key(cfg, m[0], data_hash, threads, m[1]) for m in members}
+    from_members = cfg["ensemble"]["current_free_from"] == "members"
+    if from_members:   # a fine-tuned member depends on its parent's weights
+        keys.update({m: finetune_key(cfg, keys[(m[0], False)], keys[m]) for m in members if m[1]})
     done = {m: f for m in members if (f := _load_done(ckpt_dir, m[0], keys[m], m[1])) is not None}
+    if from_members:   # ... and on the very weights it started from
+        done = {m: f for m, f in done.items()
+                if not m[1] or ((m[0], False) in done and _parent_unchanged(ckpt_dir, m[0]))}
     if done:
         names = [f"{m[0]} current-free" if m[1] else m[0] for m in members if m in done]
         print(f"ensemble: members {names} already trained ({ckpt_dir}), reused", file=sys.stderr)
     todo = [m for m in members if m not in done]
-    if workers <= 1 or not todo:
-        masked = None
-        for m in todo:
-            tr, va = train_runs, val_runs
-            if m[1]:
-                masked = masked or (mask_current(train_runs), mask_current(val_runs))
-                tr, va = masked
-            fit = _fit_member(cfg, m[0], ds, tr, va, noise_window, device,
-                              progress=progress, label=_label(*m), window=window)
-            _save_done(ckpt_dir, fit, keys[m], m[1])
-            done[m] = fit
-    else:
+    # fine-tuned members start from their parents' checkpoints: a second round after the first
+    rounds = ([[m for m in todo if not m[1]], [m for m in todo if m[1]]] if from_members
+              else [todo])
+    for batch in (r for r in rounds if r):
+        if workers <= 1:
+            masked = None
+            for m in batch:
+                tr, va = train_runs, val_runs
+                if m[1]:
+                    masked = masked or (mask_current(train_runs), mask_current(val_runs))
+                    tr, va = masked
+                finetune = _finetune_args(cfg, ckpt_dir, *m)
+                fit = _fit_member(cfg, m[0], ds, tr, va, noise_window, device,
+                                  progress=progress, label=_label(*m), window=window, **finetune)
+                _save_done(ckpt_dir, fit, keys[m], m[1],
+                           _parent_sha256(ckpt_dir, m[0]) if finetune else None)
+                done[m] = fit
+            continue
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        print(f"ensemble: training {len(todo)} members, {workers} at a time "
+        n = min(workers, len(batch))
+        print(f"ensemble: training {len(batch)} members, {n} at a time "
               f"({threads} torch thread{'s' if threads > 1 else ''} each)", file=sys.stderr)
         t0 = time.monotonic()
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
             futs = [pool.submit(_worker, cfg.to_dict(), cfg.source, m[0], str(ckpt_dir), keys[m],
-                                threads, m[1]) for m in todo]
+                                threads, m[1]) for m in batch]
             for f in futs:
                 f.result()
         print(f"ensemble: members trained in {(time.monotonic() - t0) / 60:.1f} min",
               file=sys.stderr)
-        for m in todo:
+        for m in batch:
             fit = _load_done(ckpt_dir, m[0], keys[m], m[1])
             if fit is None:
                 raise RuntimeError(f"ensemble {_label(*m)}: no checkpoint in {ckpt_dir}")

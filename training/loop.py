@@ -135,9 +135,15 @@ class MemberFit:
 
 
 def config_policy(cfg: TrainConfig) -> AlarmPolicy:
-    """The alarm policy of the config's ``detector`` section (before any tuning)."""
+    """The alarm policy of the config's ``detector`` section (before any tuning), with which
+    each epoch is scored for selection. It keeps passed-through labels
+    (``drop_passed_through=False``), the rule every shipped selection was made with: dropping
+    them re-selects epochs, so retraining would no longer give the shipped weights back
+    (docs/results/journal.md, 2026-12-07 tenth part). The tuned policy the bundle ships drops
+    them, as the detector does."""
     return AlarmPolicy(enter=cfg["detector"]["enter"], exit=cfg["detector"]["exit"],
-                       min_consecutive=cfg["detector"]["min_consecutive"])
+                       min_consecutive=cfg["detector"]["min_consecutive"],
+                       drop_passed_through=False)
 
 
 def _prepare(cfg: TrainConfig):
@@ -196,41 +202,50 @@ def _new_model(cfg: TrainConfig, ds):
 def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_window, device, *,
                 tracker: Tracker | None = None, trial=None, progress: bool = True,
                 ckpt_dir: Path | None = None, label: str = "epochs",
-                on_epoch=None, window: WindowInputs | None = None) -> MemberFit:
+                on_epoch=None, window: WindowInputs | None = None,
+                init_state: dict | None = None, epochs: int | None = None,
+                lr: float | None = None) -> MemberFit:
     """Train one network from ``seed``: the epochs, early stopping on the validation runs'
     macro-F1 and the optional weight average. Returns its best weights.
 
     ``on_epoch(epoch, train_loss, val_macro_f1)`` is called after each epoch (progress lines of
     parallel ensemble members, which have no bar). ``window``: the runs' window inputs (for
-    augmentations that recompute window features)."""
+    augmentations that recompute window features). ``init_state``: start from these weights (a
+    fine-tune, e.g. a current-free member from its regular member), for ``epochs`` epochs
+    (default ``train.epochs``) from learning rate ``lr`` (default ``train.lr``)."""
     t_start = time.monotonic()
     tc = cfg["train"]
+    n_epochs = int(epochs or tc["epochs"])
     seed_everything(int(seed))
     step_ppm = float(ds.ppm_grid[1] - ds.ppm_grid[0])
     model = _new_model(cfg, ds)
-    if not cfg["init_from"] and hasattr(model, "fit_echem_edges"):
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    elif not cfg["init_from"] and hasattr(model, "fit_echem_edges"):
         model.fit_echem_edges(np.concatenate([r.echem for r in train_runs]),
                               np.concatenate([r.echem_mask for r in train_runs]) > 0.5,
                               binned_columns(cfg))
     model.to(device)
     weights = class_weights(train_runs, tc["class_weight"])
     weights = weights.to(device) if weights is not None else None
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc["epochs"])
+    opt = torch.optim.AdamW(model.parameters(), lr=float(lr or tc["lr"]),
+                            weight_decay=tc["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs)
     policy = config_policy(cfg)
     rng = np.random.default_rng(int(seed))
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
     wa_from = float(tc.get("weight_average_from") or 0.0)
     wa = WeightAverage() if wa_from else None
-    wa_first = max(1, int(round(wa_from * tc["epochs"])))
+    wa_first = max(1, int(round(wa_from * n_epochs)))
     tracker = tracker or Tracker(enabled=False)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=tc["epochs"], desc=label, file=sys.stderr, leave=False)
+        bar = tqdm(total=n_epochs, desc=label, file=sys.stderr, leave=False)
     history = []
-    for epoch in range(1, tc["epochs"] + 1):
+    min_epochs = min(int(tc.get("min_epochs", 0)), n_epochs)
+    for epoch in range(1, n_epochs + 1):
         model.train()
         losses = []
         for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
@@ -272,7 +287,7 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
                     bar.close()
                 import optuna
                 raise optuna.TrialPruned()
-        if bad >= tc["patience"] and epoch >= int(tc.get("min_epochs", 0)):
+        if bad >= tc["patience"] and epoch >= min_epochs:
             break
         if (time.monotonic() - t_start) / 60 > tc["max_minutes"]:
             print(f"stopping: time budget of {tc['max_minutes']} min reached", file=sys.stderr)
@@ -387,6 +402,8 @@ def train(cfg: TrainConfig, *, tracker: Tracker | None = None, trial=None, progr
         print(f"alarm policy tuned on validation runs: enter {c['enter']}, exit {c['exit']}, "
               f"min_consecutive {c['min_consecutive']} (val macro-F1 {c['macro_f1']:.3f}, "
               f"{c['false_alarms_per_100h']:.2f} false alarms/100 h)", file=sys.stderr)
+    # the test metrics with the rule the detector applies (it reads the card's thresholds)
+    policy = dataclasses.replace(policy, drop_passed_through=True)
 
     metrics = {"val_macro_f1": best, "val_macro_f1_best_epoch": best_epoch_f1,
                "val_macro_f1_weight_average": wa_f1, "temperature": temperature, "val_ece": ece,

@@ -293,6 +293,57 @@ def test_current_free_members_route_frames_without_current(smoke):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_current_free_members_fine_tuned_from_their_regular_member(smoke):
+    """``ensemble.current_free_from: members``: each current-free member starts from the
+    regular member of its seed (trained first) and trains the fine-tune's epochs, in worker
+    processes or in this one; it is reused while its parent's weights are unchanged and
+    retrained when they change, and a seed without a parent is one line."""
+    from safetensors.torch import load_file, save_file
+    base = ["train", REPO / "configs" / "train-smoke.yaml", "--set", f"dataset={smoke / 'smoke'}",
+            "--set", f"out={smoke / 'finetuned'}", "--set", "train.epochs=2",
+            "--set", "train.threads=1", "--set", "ensemble.seeds=[3]",
+            "--set", "ensemble.current_free_seeds=[3]", "--set", "ensemble.current_free_from=members"]
+    ck = smoke / "finetuned.checkpoint"
+    child_file = ck / "member-seed3-nocurrent.safetensors"
+
+    def diff(a, b) -> float:
+        return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+    # a learning rate of 1e-9: one epoch leaves the parent's weights all but unchanged
+    res = lisentry(*base, "--set", "ensemble.workers=2", "--set", "ensemble.current_free_epochs=1",
+                   "--set", "ensemble.current_free_lr=1e-9", cwd=smoke)
+    assert "member seed 3 (current-free)" in res.stderr and "ensemble of 2" in res.stderr
+    parent = load_file(str(ck / "member-seed3.safetensors"))
+    child = load_file(str(child_file))
+    assert parent.keys() == child.keys() and diff(parent, child) < 1e-5
+    note = json.loads((ck / "member-seed3-nocurrent.json").read_text())
+    assert note["epochs_run"] == 1 and len(note["history"]) == 1 and note["parent_sha256"]
+    # another fine-tune, in this process: the parent is reused as it was, the child moves
+    tuned = [*base, "--set", "ensemble.workers=1", "--set", "ensemble.current_free_epochs=2",
+             "--set", "ensemble.current_free_lr=0.01"]
+    res = lisentry(*tuned, cwd=smoke)
+    assert "members [3] already trained" in res.stderr
+    assert all(torch_equal(v, load_file(str(ck / "member-seed3.safetensors"))[k])
+               for k, v in parent.items())
+    moved = load_file(str(child_file))
+    assert diff(parent, moved) > 1e-3
+    assert json.loads((ck / "member-seed3-nocurrent.json").read_text())["epochs_run"] == 2
+    # nothing changed: both reused
+    res = lisentry(*tuned, cwd=smoke)
+    assert "members [3, '3 current-free'] already trained" in res.stderr
+    # the parent's weights changed under the same key (as a run cut short would): the child
+    # is fine-tuned again, from the new weights
+    save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in parent.items()},
+              str(ck / "member-seed3.safetensors"))
+    res = lisentry(*tuned, cwd=smoke)
+    assert "members [3] already trained" in res.stderr
+    assert "member seed 3 (current-free)" in res.stderr
+    assert diff(moved, load_file(str(child_file))) > 1e-3
+    res = lisentry(*base, "--set", "ensemble.current_free_seeds=[4]", cwd=smoke, check=False)
+    assert res.returncode == 2 and "must be among ensemble.seeds" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def torch_equal(a, b) -> bool:
     import torch
     return bool(torch.equal(a, b))

@@ -160,7 +160,8 @@ def probas(draw, max_len=40):
 def policies(draw):
     enter = draw(st.sampled_from(GRID))
     exit_ = draw(st.sampled_from([g for g in GRID if g <= enter]))
-    return AlarmPolicy(enter=enter, exit=exit_, min_consecutive=draw(st.integers(1, 4)))
+    return AlarmPolicy(enter=enter, exit=exit_, min_consecutive=draw(st.integers(1, 4)),
+                       drop_passed_through=draw(st.booleans()))
 
 
 def _stream_array(arr, policy):
@@ -179,33 +180,68 @@ def test_batch_equals_streaming(arr, policy):
     assert smooth_labels(arr, policy).tolist() == labels
 
 
+def _runs_ok(ind: np.ndarray, m: int) -> bool:
+    """Inner runs of a boolean indicator last >= m frames, and the first change comes late enough."""
+    change = np.flatnonzero(np.diff(ind.astype(int))) + 1      # first index of each new run
+    runs = np.diff(np.concatenate([[0], change, [len(ind)]]))
+    return bool((runs[1:-1] >= m).all() and (not len(change) or change[0] >= m - 1))
+
+
 @SETTINGS
 @given(probas(), policies())
 def test_no_flicker_at_any_severity_threshold(arr, policy):
-    """For each k, the indicator severity(label) >= k has runs of >= min_consecutive frames,
-    except the first run (from frame 0) and the last (cut by the end of the stream)."""
+    """For each alarm class k the indicator severity(label) >= k, and for every class k the
+    indicator "k active" (from the episodes), has runs of >= min_consecutive frames, except the
+    first run (from frame 0) and the last (cut by the end of the stream)."""
     labels, h = _stream_array(arr, policy)
     sev = np.array([CLASSES.index(lab) for lab in labels], dtype=int)
     m = policy.min_consecutive
-    for k in range(1, len(CLASSES)):
-        ind = sev >= k
-        change = np.flatnonzero(np.diff(ind.astype(int))) + 1      # first index of each new run
-        bounds = np.concatenate([[0], change, [len(ind)]])
-        runs = np.diff(bounds)
-        inner = runs[1:-1]
-        assert (inner >= m).all(), (k, ind.tolist())
-        # the run after the first change is entered only after m frames in the stream
-        if len(change):
-            assert change[0] >= m - 1
-    # episodes agree with the labels: class k open exactly where severity >= k
+    active = np.zeros((len(labels), len(CLASSES)), bool)
     for cls, start, end in h.episodes:
-        k = CLASSES.index(cls)
-        stop = len(labels) if end is None else end
-        assert (sev[start:stop] >= k).all()
-        if end is not None:
-            assert sev[end] < k
-        if start > 0:
-            assert sev[start - 1] < k
+        active[start:len(labels) if end is None else end, CLASSES.index(cls)] = True
+    for k in range(1, len(CLASSES)):
+        assert _runs_ok(active[:, k], m), (k, active[:, k].tolist())
+        if CLASSES[k] in policy.alarm_classes:
+            # alarm classes: the label is at least this severe exactly where the class is active
+            assert ((sev >= k) == active[:, k]).all()
+            assert _runs_ok(sev >= k, m), (k, (sev >= k).tolist())
+    # the label is the most severe active class, or the baseline where that class is a
+    # non-alarm class only passed through (its probability below the baseline's and below the
+    # more severe classes' together)
+    top = np.where(active, np.arange(len(CLASSES))[None, :], 0).max(axis=1)
+    p = np.asarray(arr, float)
+    for t in range(len(labels)):
+        k = top[t]
+        passed = (policy.drop_passed_through and k > 0 and CLASSES[k] not in policy.alarm_classes
+                  and p[t, k] < p[t, 0] and p[t, k] < p[t, k + 1:].sum())
+        assert sev[t] == (0 if passed else k), (t, p[t].tolist(), labels[t])
+
+
+def test_a_class_only_passed_through_is_not_the_label():
+    """The measured Li | Li run's frame: plating just under enter, cluster barely there. The
+    "at least cluster growth" score passes enter, but the label is not cluster growth, online
+    or in batch; plating raises its alarm on the next frame as before."""
+    policy = AlarmPolicy(enter=0.7, exit=0.5, min_consecutive=1)
+    frames = np.array([[0.9, 0.05, 0.05, 0.0],
+                       [0.248, 0.064, 0.687, 0.001],   # cluster score 0.752 > 0.7 > plating 0.688
+                       [0.05, 0.02, 0.93, 0.0],
+                       [0.2, 0.7, 0.1, 0.0]])          # a real cluster frame stays one
+    h = HysteresisLabeller(policy)
+    online = [h.update(dict(zip(CLASSES, f))) for f in frames]
+    assert online == ["normal_lithiation", "normal_lithiation", "plating_onset", "cluster_growth"]
+    assert smooth_labels(frames, policy).tolist() == online
+    # the episode of cluster growth still opened on frame 1: the rule keeps its state
+    assert ("cluster_growth", 1, None) in h.episodes
+    # with the pass-through kept (as training's epoch selection scores), frame 1 is cluster growth
+    plain = AlarmPolicy(enter=0.7, exit=0.5, min_consecutive=1, drop_passed_through=False)
+    assert smooth_labels(frames, plain).tolist()[1] == "cluster_growth"
+    h = HysteresisLabeller(plain)
+    assert [h.update(dict(zip(CLASSES, f))) for f in frames][1] == "cluster_growth"
+    # the setting travels with the policy (cards, detector state) and is validated
+    assert AlarmPolicy.from_dict(plain.to_dict()) == plain
+    assert AlarmPolicy.from_dict({"enter": 0.7, "exit": 0.5}).drop_passed_through is True
+    with pytest.raises(ConfigError, match="drop_passed_through"):
+        AlarmPolicy(drop_passed_through="yes")
 
 
 @SETTINGS
@@ -238,6 +274,10 @@ def test_labels_agree_with_a_plain_reference_rule():
                 active[k] = True
             elif t >= 2 and active[k] and (s < 0.4).all():
                 active[k] = False
-        ref.append(CLASSES[max([k for k in range(1, 4) if active[k]], default=0)])
+        top = max([k for k in range(1, 4) if active[k]], default=0)
+        p = arr[t]
+        if top == 1 and p[1] < p[0] and p[1] < p[2] + p[3]:   # cluster growth passed through
+            top = 0
+        ref.append(CLASSES[top])
     assert labels == ref
     assert len(set(labels)) > 1   # the stream does exercise transitions

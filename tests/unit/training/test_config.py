@@ -170,6 +170,49 @@ def test_member_key_ignores_later_settings_at_their_neutral_defaults():
                       0, "h", 1) == key
 
 
+def test_a_fine_tuned_members_key_follows_its_parent_and_its_schedule():
+    from lisentry.training.ensemble import finetune_key
+    c = load_train_config(None, ["dataset=x", "ensemble.seeds=[0]",
+                                 "ensemble.current_free_seeds=[0]",
+                                 "ensemble.current_free_from=members",
+                                 "ensemble.current_free_epochs=10"])
+    key = finetune_key(c, "parent", "free")
+    assert finetune_key(c, "other parent", "free") != key
+    assert finetune_key(c, "parent", "other free") != key
+    c2 = load_train_config(None, ["dataset=x", "ensemble.seeds=[0]",
+                                  "ensemble.current_free_seeds=[0]",
+                                  "ensemble.current_free_from=members",
+                                  "ensemble.current_free_epochs=12"])
+    assert finetune_key(c2, "parent", "free") != key
+    # 0 epochs means train.epochs; null lr means train.lr: the key sees the values used
+    c3 = load_train_config(None, ["dataset=x", "train.epochs=10", "train.lr=0.003",
+                                  "ensemble.seeds=[0]", "ensemble.current_free_seeds=[0]",
+                                  "ensemble.current_free_from=members",
+                                  "ensemble.current_free_epochs=0"])
+    c4 = load_train_config(None, ["dataset=x", "train.epochs=10", "train.lr=0.003",
+                                  "ensemble.seeds=[0]", "ensemble.current_free_seeds=[0]",
+                                  "ensemble.current_free_from=members",
+                                  "ensemble.current_free_epochs=10",
+                                  "ensemble.current_free_lr=0.003"])
+    assert finetune_key(c3, "p", "f") == finetune_key(c4, "p", "f")
+
+
+def test_fine_tuned_current_free_members_need_their_regular_member():
+    with pytest.raises(ConfigError, match=r"must be among ensemble.seeds \(\[0\]\)"):
+        load_train_config(None, ["dataset=x", "ensemble.seeds=[0]",
+                                 "ensemble.current_free_seeds=[0, 1]",
+                                 "ensemble.current_free_from=members"])
+    with pytest.raises(ConfigError, match="current_free_from"):
+        load_train_config(None, ["dataset=x", "ensemble.current_free_from=nowhere"])
+    with pytest.raises(ConfigError, match="current_free_lr"):
+        load_train_config(None, ["dataset=x", "ensemble.current_free_lr=0"])
+    # the fine-tune's settings without a fine-tune are a mistake, not a silent no-op
+    with pytest.raises(ConfigError, match="with 'scratch'"):
+        load_train_config(None, ["dataset=x", "ensemble.seeds=[0]",
+                                 "ensemble.current_free_seeds=[0]",
+                                 "ensemble.current_free_epochs=20"])
+
+
 def test_binned_features_name_the_models_columns():
     from lisentry.models.features import ECHEM_FEATURES
     from lisentry.training.loop import binned_columns, echem_input_names
