@@ -470,8 +470,9 @@ def smooth_labels(proba: Any, policy: AlarmPolicy | None = None) -> np.ndarray:
     level = np.where(active, np.arange(1, len(classes))[None, :], 0).max(axis=1)
     # a non-alarm class only passed through (see _passed_through) gives the baseline; the
     # same function as online, on the few candidate frames, so that both agree bit for bit
-    non_alarm = np.array([c not in policy.alarm_classes for c in classes])
-    for t in np.flatnonzero((level > 0) & non_alarm[level] & policy.drop_passed_through):
-        if _passed_through(arr[t], int(level[t]), policy):
-            level[t] = 0
+    if policy.drop_passed_through:
+        non_alarm = np.array([c not in policy.alarm_classes for c in classes])
+        for t in np.flatnonzero((level > 0) & non_alarm[level]):
+            if _passed_through(arr[t], int(level[t]), policy):
+                level[t] = 0
     return np.asarray(classes)[level]

@@ -267,8 +267,8 @@ class OnlineDetector:
             self._echem.update(f.t_s, f.potential_V, f.current_A, f.charge_C)
         self._window = window_state
         if tuple(self.policy.classes) == tuple(CLASSES):
-            for p in proba:                           # = update() on each row's mapping
-                self._hyst._step(cumulative_scores(p), p)
+            for s, p in zip(cumulative_scores(proba), proba):   # = update() on each row
+                self._hyst._step(s, p)
         else:
             for p in proba:
                 self._hyst.update(dict(zip(CLASSES, map(float, p))))

@@ -72,14 +72,19 @@ def member_key(cfg: TrainConfig, seed: int, data_hash: str | None, threads: int,
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _finetune_schedule(cfg: TrainConfig) -> tuple[int, float]:
+    """The fine-tune's epochs and learning rate (0 / null in the config: train.epochs / lr)."""
+    en = cfg["ensemble"]
+    return (int(en["current_free_epochs"] or cfg["train"]["epochs"]),
+            float(en["current_free_lr"] or cfg["train"]["lr"]))
+
+
 def finetune_key(cfg: TrainConfig, parent_key: str, free_key: str) -> str:
     """The key of a current-free member fine-tuned from a regular member: its own key (as if
     trained from scratch), the parent's key (its weights and what they depend on) and the
     fine-tune's epochs and learning rate."""
-    en = cfg["ensemble"]
-    d = {"current_free": free_key, "from_member": parent_key,
-         "epochs": int(en["current_free_epochs"] or cfg["train"]["epochs"]),
-         "lr": float(en["current_free_lr"] or cfg["train"]["lr"])}
+    epochs, lr = _finetune_schedule(cfg)
+    d = {"current_free": free_key, "from_member": parent_key, "epochs": epochs, "lr": lr}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,10 +95,8 @@ def _finetune_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, current_free: bo
         return {}
     from safetensors.torch import load_file
     w, _ = _paths(Path(ckpt_dir), seed)
-    en = cfg["ensemble"]
-    return {"init_state": load_file(str(w), device="cpu"),
-            "epochs": int(en["current_free_epochs"] or cfg["train"]["epochs"]),
-            "lr": en["current_free_lr"]}
+    epochs, lr = _finetune_schedule(cfg)
+    return {"init_state": load_file(str(w), device="cpu"), "epochs": epochs, "lr": lr}
 
 
 def _parent_sha256(ckpt_dir: Path, seed: int) -> str | None:
