@@ -88,10 +88,15 @@ def finetune_key(cfg: TrainConfig, parent_key: str, free_key: str) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
+def _fine_tuned(cfg: TrainConfig, current_free: bool) -> bool:
+    """Whether this member is fine-tuned from its seed's regular member."""
+    return current_free and cfg["ensemble"]["current_free_from"] == "members"
+
+
 def _finetune_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, current_free: bool) -> dict:
     """Keyword arguments of ``_fit_member`` for a current-free member fine-tuned from its
     regular member (whose checkpoint must be written already); empty otherwise."""
-    if not (current_free and cfg["ensemble"]["current_free_from"] == "members"):
+    if not _fine_tuned(cfg, current_free):
         return {}
     from safetensors.torch import load_file
     w, _ = _paths(Path(ckpt_dir), seed)
@@ -169,18 +174,30 @@ def _label(seed: int, current_free: bool) -> str:
     return f"member seed {seed}" + (" (current-free)" if current_free else "")
 
 
+def _fit_and_save(cfg: TrainConfig, ckpt_dir: Path, seed: int, current_free: bool, key: str,
+                  ds, train_runs, val_runs, noise_window, device, **kw):
+    """Train one member (fine-tuned from its regular member when that is due) and write its
+    checkpoint with the note; the note of a fine-tuned member records its parent's weights."""
+    from lisentry.training.loop import _fit_member
+    finetune = _finetune_args(cfg, ckpt_dir, seed, current_free)
+    fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window, device, **kw, **finetune)
+    _save_done(ckpt_dir, fit, key, current_free,
+               _parent_sha256(ckpt_dir, seed) if finetune else None)
+    return fit
+
+
 def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads: int,
             current_free: bool = False) -> int:
     """One member in a spawned process: loads the data, trains, writes the checkpoint."""
     from lisentry.training.data import mask_current
-    from lisentry.training.loop import _fit_member, _prepare, pick_device
+    from lisentry.training.loop import _prepare, pick_device
     torch.set_num_threads(threads)
     cfg = TrainConfig(data=cfg_data, source=source)
     ds, _, train_runs, val_runs, noise_window, window = _prepare(cfg)
     if current_free:
         train_runs, val_runs = mask_current(train_runs), mask_current(val_runs)
-    finetune = _finetune_args(cfg, Path(ckpt_dir), seed, current_free)
-    n_epochs = finetune.get("epochs", cfg["train"]["epochs"])
+    n_epochs = (_finetune_schedule(cfg)[0] if _fine_tuned(cfg, current_free)
+                else cfg["train"]["epochs"])
     label = _label(seed, current_free)
 
     def report(epoch: int, loss: float, f1: float) -> None:
@@ -188,11 +205,9 @@ def _worker(cfg_data: dict, source, seed: int, ckpt_dir: str, key: str, threads:
             print(f"  {label}: epoch {epoch}/{n_epochs}, loss {loss:.3f}, "
                   f"val macro-F1 {f1:.3f}", file=sys.stderr, flush=True)
 
-    fit = _fit_member(cfg, seed, ds, train_runs, val_runs, noise_window,
-                      pick_device(cfg["train"]["device"]), progress=False, on_epoch=report,
-                      window=window, **finetune)
-    _save_done(Path(ckpt_dir), fit, key, current_free,
-               _parent_sha256(Path(ckpt_dir), seed) if finetune else None)
+    fit = _fit_and_save(cfg, Path(ckpt_dir), seed, current_free, key, ds, train_runs, val_runs,
+                        noise_window, pick_device(cfg["train"]["device"]), progress=False,
+                        on_epoch=report, window=window)
     print(f"ensemble {label}: val macro-F1 {fit.best_val_f1:.3f} after "
           f"{fit.epochs_run} epochs, {fit.minutes:.1f} min", file=sys.stderr, flush=True)
     return seed
@@ -205,7 +220,6 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
     ``current_free_seeds`` (trained and validated with the current's columns masked); returns
     their :class:`MemberFit` in that order."""
     from lisentry.training.data import mask_current
-    from lisentry.training.loop import _fit_member
     data_hash = ds.manifest.get("content_hash")
     members = [(int(s), False) for s in seeds] + [(int(s), True) for s in current_free_seeds]
     workers = max(1, min(int(cfg["ensemble"]["workers"]), len(members)))
@@ -234,12 +248,9 @@ def fit_members(cfg: TrainConfig, seeds: Sequence[int], ckpt_dir: Path, ds, trai
                 if m[1]:
                     masked = masked or (mask_current(train_runs), mask_current(val_runs))
                     tr, va = masked
-                finetune = _finetune_args(cfg, ckpt_dir, *m)
-                fit = _fit_member(cfg, m[0], ds, tr, va, noise_window, device,
-                                  progress=progress, label=_label(*m), window=window, **finetune)
-                _save_done(ckpt_dir, fit, keys[m], m[1],
-                           _parent_sha256(ckpt_dir, m[0]) if finetune else None)
-                done[m] = fit
+                done[m] = _fit_and_save(cfg, ckpt_dir, m[0], m[1], keys[m], ds, tr, va,
+                                        noise_window, device, progress=progress,
+                                        label=_label(*m), window=window)
             continue
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
