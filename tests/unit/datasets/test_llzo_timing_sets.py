@@ -33,3 +33,29 @@ def test_the_two_sets_differ_only_in_the_stage3_charge():
         for d in (a, b):
             d["cell"].pop(KEY), d.pop("randomize")
         assert a == b
+
+
+def _train_draws(config: str, family: str, n: int = 16):
+    cfg = load_build_config(CONFIGS / config)
+    fam = _family_obj(family, cfg.family_files, cfg.randomize_override)
+    return cfg, [sample_params(fam, np.random.default_rng(run_seed(cfg.seed, family, i))).to_dict()
+                 for i in range(n)]
+
+
+def test_the_wide_timing_training_data_differ_from_the_default_only_in_the_llzo_stage3_charge():
+    """configs/dataset-train-llzo-wide.yaml: the training data with the dendrite timing spread
+    (journal, 2026-12-07, twelfth part); every other family and draw as in dataset-train.yaml."""
+    narrow_cfg, narrow = _train_draws("dataset-train.yaml", "li_llzo_li")
+    wide_cfg, wide = _train_draws("dataset-train-llzo-wide.yaml", "li_llzo_li")
+    assert (narrow_cfg.seed, narrow_cfg.families) == (wide_cfg.seed, wide_cfg.families)
+    q_n = np.array([d["cell"][KEY] for d in narrow])
+    q_w = np.array([d["cell"][KEY] for d in wide])
+    assert (q_n >= 7.5).all() and (q_n <= 11.5).all()
+    assert (q_w >= 3.0).all() and (q_w <= 24.0).all() and (q_w < 7.5).any() and (q_w > 11.5).any()
+    for a, b in zip(narrow, wide):
+        for d in (a, b):
+            d["cell"].pop(KEY), d.pop("randomize")
+        assert a == b
+    for family in ("hc_sulfide_ccv", "graphite_overcharge"):
+        assert _train_draws("dataset-train.yaml", family, 4)[1] == \
+            _train_draws("dataset-train-llzo-wide.yaml", family, 4)[1]
