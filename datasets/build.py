@@ -9,10 +9,11 @@ Config (``configs/dataset-smoke.yaml``)::
     randomize: true         # domain randomization (false: the papers' defaults)
     max_frames: null        # cap per run (tests)
     processing: {}          # ProcessingConfig overrides (grid, line broadening, ...)
-    families:               # family -> number of runs (or {runs: N, split: test})
-      hc_sulfide_overlithiation: 2
+    families:               # family -> number of runs, or {runs: N, split: test,
+      hc_sulfide_overlithiation: 2    # randomize_override: {...}} (ranges for that family only)
       hc_normal_cycling: 2
     family_files: []        # extra user families (YAML files, relative to the config)
+    randomize_override: {}  # parameter ranges that replace every family's own (field, SNR)
 """
 from __future__ import annotations
 
@@ -52,10 +53,16 @@ class BuildConfig:
     randomize: bool
     max_frames: int | None
     processing: dict
-    families: dict            # name -> {"runs": n, "split": str|None}
+    families: dict            # name -> {"runs": n, "split": str|None, "randomize_override": dict}
     family_files: list
     raw: dict
     randomize_override: dict | None = None
+
+    def override_for(self, family: str) -> dict:
+        """The ranges that replace ``family``'s own: the config's ``randomize_override``, then
+        the family entry's own ``randomize_override`` on top."""
+        own = self.families.get(family, {}).get("randomize_override") or {}
+        return {**(self.randomize_override or {}), **own}
 
 
 def load_build_config(path: str | Path) -> BuildConfig:
@@ -92,7 +99,7 @@ def load_build_config(path: str | Path) -> BuildConfig:
             spec = {"runs": spec}
         else:
             raise ConfigError(f"{p}: families.{name} must be a run count (int >= 0) or "
-                              f"{{runs: N, split: ...}}. Got {_short_repr(spec)}.")
+                              f"{{runs: N, split: ..., randomize_override: ...}}. Got {_short_repr(spec)}.")
         runs = spec.get("runs")
         if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
             raise ConfigError(f"{p}: families.{name}.runs must be an int >= 0. Got {_short_repr(runs)}.")
@@ -100,7 +107,11 @@ def load_build_config(path: str | Path) -> BuildConfig:
         if split is not None and (not isinstance(split, str) or not split.strip()):
             raise ConfigError(f"{p}: families.{name}.split must be a split name like 'test'. "
                               f"Got {_short_repr(split)}.")
-        fams[name] = {"runs": runs, "split": split}
+        own = spec.get("randomize_override")
+        if own is not None and not isinstance(own, dict):
+            raise ConfigError(f"{p}: families.{name}.randomize_override must be a mapping of "
+                              f"parameter ranges. Got {_short_repr(own)}.")
+        fams[name] = {"runs": runs, "split": split, "randomize_override": dict(own or {})}
     if not fams:
         raise ConfigError(f"{p}: no families to build")
     seed = raw.get("seed", 0)
@@ -177,7 +188,7 @@ def build_dataset(config_path: str | Path, out: str | Path, *, workers: int | No
     for name, spec in cfg.families.items():
         for i in range(spec["runs"]):
             jobs.append((name, run_seed(cfg.seed, name, i), cfg.processing, cfg.horizon_s,
-                         cfg.randomize, cfg.max_frames, cfg.family_files, cfg.randomize_override))
+                         cfg.randomize, cfg.max_frames, cfg.family_files, cfg.override_for(name)))
             splits.append(spec["split"])
     writer = DatasetWriter(out, ppm_grid=pipe.ppm_grid, processing=pipe.config.to_dict(),
                            overwrite=overwrite,

@@ -507,7 +507,7 @@ def id_runs(cfg: OODSetConfig) -> list:
     bc = load_build_config(cfg.build_config)
     sims = []
     for name in bc.families:
-        fam = _family_obj(name, bc.family_files, bc.randomize_override)
+        fam = _family_obj(name, bc.family_files, bc.override_for(name))
         for i in range(cfg.runs_per_family):
             seed = run_seed(cfg.seed, name, i)
             sims.append(simulate_run(fam, seed, randomize=bc.randomize, horizon_s=bc.horizon_s,

@@ -83,6 +83,8 @@ def test_plot_bad_options_are_one_line(small_run, tmp_path, args, needle):
     ("max_frames: -2\nfamilies: {hc_liquid: 1}", "max_frames must be an int >= 1"),
     ("randomize: 'no'\nfamilies: {hc_liquid: 1}", "randomize must be true or false"),
     ("horizon_s: -5\nfamilies: {hc_liquid: 1}", "horizon_s must be a number > 0"),
+    ("families: {li_llzo_li: {runs: 1, randomize_override: 3}}",
+     "families.li_llzo_li.randomize_override must be a mapping"),
     ("- a list", "mapping"),
 ])
 def test_build_config_wrong_types_are_one_line(tmp_path, line, needle):
