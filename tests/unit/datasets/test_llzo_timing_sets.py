@@ -13,12 +13,18 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 KEY = "dendrite_stage3_charge_mAh_cm2"
 
 
+def _train_draws(config: str, family: str, n: int = 16):
+    """The config and the parameters drawn for the first ``n`` runs of ``family``."""
+    cfg = load_build_config(CONFIGS / config)
+    fam = _family_obj(family, cfg.family_files, cfg.override_for(family))
+    return cfg, [sample_params(fam, np.random.default_rng(run_seed(cfg.seed, family, i))).to_dict()
+                 for i in range(n)]
+
+
 def _draws(name: str, n: int = 24):
-    cfg = load_build_config(CONFIGS / f"dataset-heldout-llzo-{name}.yaml")
+    cfg, draws = _train_draws(f"dataset-heldout-llzo-{name}.yaml", "li_llzo_li", n)
     assert list(cfg.families) == ["li_llzo_li"] and cfg.families["li_llzo_li"]["runs"] == 12
-    fam = _family_obj("li_llzo_li", cfg.family_files, cfg.override_for("li_llzo_li"))
-    return [sample_params(fam, np.random.default_rng(run_seed(cfg.seed, "li_llzo_li", i))).to_dict()
-            for i in range(n)]
+    return draws
 
 
 def test_the_two_sets_differ_only_in_the_stage3_charge():
@@ -33,13 +39,6 @@ def test_the_two_sets_differ_only_in_the_stage3_charge():
         for d in (a, b):
             d["cell"].pop(KEY), d.pop("randomize")
         assert a == b
-
-
-def _train_draws(config: str, family: str, n: int = 16):
-    cfg = load_build_config(CONFIGS / config)
-    fam = _family_obj(family, cfg.family_files, cfg.override_for(family))
-    return cfg, [sample_params(fam, np.random.default_rng(run_seed(cfg.seed, family, i))).to_dict()
-                 for i in range(n)]
 
 
 def test_the_wide_timing_training_data_differ_from_the_default_only_in_the_llzo_stage3_charge():
