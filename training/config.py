@@ -37,7 +37,10 @@ family's normal frames into a run's spectra, and the donor's relative scale; see
 :func:`lisentry.training.data.augment_run`; 0.5 did not help left-out families, so 0),
 ``noise_prob`` / ``noise_max_factor`` (probability of adding white noise to a run's spectra so
 that its noise level, estimated where no 7Li line is, grows by a log-uniform factor in
-``[1, noise_max_factor]``: lower-SNR acquisitions than the training data holds).
+``[1, noise_max_factor]``: lower-SNR acquisitions than the training data holds; the window
+features are computed anew from the noisier spectra), ``noise_min_snr`` (optional: the factor
+is also capped at the run's SNR over this, so no augmented run is noisier than this SNR; the
+training data's lowest SNR keeps a held-out SNR range below it unseen).
 
 Physics descriptors: ``model.descriptors: true`` adds :mod:`lisentry.models.descriptors` to
 the model input (``model.cnn: false`` keeps only them; ``model.cnn_dropout`` drops a whole
@@ -134,7 +137,8 @@ DEFAULTS: dict[str, Any] = {
                           "drop_echem_prefix": 0.0, "drop_echem_prefix_max_frames": 12,
                           "drop_echem_until_current": 0.0,
                           "drop_current": 0.0, "mix_prob": 0.0, "mix_scale": [0.3, 1.0],
-                          "noise_prob": 0.0, "noise_max_factor": 10.0}},
+                          "noise_prob": 0.0, "noise_max_factor": 10.0,
+                          "noise_min_snr": None}},
     # tune_policy: choose enter/exit/min_consecutive on the validation runs after training
     # (highest macro-F1 with at most max_false_alarms_per_100h); the chosen policy is the bundle's.
     "detector": {"enter": 0.6, "exit": 0.4, "min_consecutive": 2, "horizon_s": 3600.0,
@@ -348,6 +352,8 @@ SCHEMA: dict[str, Param] = {
     "train.augment.mix_scale": Param("pair", 0),
     "train.augment.noise_prob": _float(0, 1, note="0 = off"),
     "train.augment.noise_max_factor": _float(1),
+    "train.augment.noise_min_snr": _float(0, lo_open=True, optional=True,
+                                          note="null = no floor"),
     "detector.enter": _FRAC,
     "detector.exit": _FRAC,
     "detector.min_consecutive": _int(1),

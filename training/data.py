@@ -38,6 +38,8 @@ class RunTensors:
     t_onset_s: float | None
     t_short_s: float | None
     has_short_precursors: bool | None = None
+    #: the acquisition's signal-to-noise ratio when the run's info records it (simulated runs)
+    snr: float | None = None
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -66,7 +68,7 @@ def run_tensors(view: RunView, aux_names=AUX_DEFAULT, window: WindowInputs | Non
     return RunTensors(view.run_id, view.family, fr["t_s"].to_numpy(float),
                       np.asarray(view.spectra, dtype=np.float32), e, m, y, aux,
                       _opt(info.get("t_onset_s")), _opt(info.get("t_short_s")),
-                      info.get("has_short_precursors"))
+                      info.get("has_short_precursors"), _opt(info.get("snr")))
 
 
 def _opt(x):
@@ -166,9 +168,15 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     (``mix_prob`` > 0 with ``donors``) a normal run of another family mixed into the spectra and
     (``noise_prob`` > 0 with a ``noise_window`` mask, see :func:`noise_window_mask`) white noise
     that multiplies the run's spectral noise by a log-uniform factor in
-    ``[1, noise_max_factor]``, as a lower-SNR acquisition would. ``window`` (the run's window
-    inputs, when it has window features): a log cut to start late also restarts the window
-    features that summarize the log's past (the running potential minimum, 3-frame changes).
+    ``[1, noise_max_factor]``, as a lower-SNR acquisition would; with ``noise_min_snr`` the
+    factor is also capped at the run's SNR over it (a run without a recorded SNR gets no
+    noise), so that no augmented run is noisier than that SNR and a held-out SNR range below it
+    stays unseen. ``window`` (the run's window inputs, when it has window features): a log cut
+    to start late also restarts the window features that summarize the log's past (the running
+    potential minimum, 3-frame changes), and spectra that the noise or the mix changed get their
+    window features computed anew from them, as the detector computes them at inference (the
+    intensity jitter and the reference shift keep the run's own: they replay the default's
+    training as it was).
 
     Why the mix: each scenario family has its own host signature (graphite, hard carbon, a Li
     electrode only) and its own outcomes, so a model can learn "this host at this stage means
@@ -191,10 +199,22 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
     noise_p = float(cfg.get("noise_prob", 0.0))
     if noise_p and noise_window is not None and rng.random() < noise_p:
         sigma = spectral_noise(spectra, noise_window)
-        factor = float(np.exp(rng.uniform(0.0, np.log(float(cfg.get("noise_max_factor", 10.0))))))
+        max_factor = float(cfg.get("noise_max_factor", 10.0))
+        if (min_snr := cfg.get("noise_min_snr")) is not None:
+            max_factor = min(max_factor, (rt.snr or 0.0) / float(min_snr))
+        # one draw whatever the cap, so that the random stream stays that of older configs
+        factor = float(np.exp(rng.uniform(0.0, np.log(max(max_factor, 1.0)))))
         if sigma > 0 and factor > 1:
             add = sigma * np.sqrt(factor**2 - 1.0)
             spectra = (spectra + rng.normal(0.0, add, spectra.shape)).astype(np.float32)
+    echem, mask = rt.echem, rt.echem_mask
+    if window is not None and spectra is not rt.spectra and echem.shape[1] > N_ECHEM:
+        # The window features read the spectra: computed from the clean ones they would tell
+        # the network what the noisy (or mixed) spectra no longer show.
+        echem, mask = window.widen(spectra, rt.t_s, echem[:, :N_ECHEM], mask[:, :N_ECHEM])
+        # columns the run had masked whole (a current-free member's run) stay masked
+        gone = ~(rt.echem_mask > 0).any(axis=0)
+        echem[:, gone], mask[:, gone] = 0, 0
     jitter = float(cfg.get("intensity_jitter", 0.0))
     if jitter:
         spectra = spectra * np.float32(np.exp(rng.normal(0, jitter)))
@@ -207,7 +227,6 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
                 spectra[:, :k] = np.nan
             else:
                 spectra[:, k:] = np.nan
-    echem, mask = rt.echem, rt.echem_mask
     prefix_p = float(cfg.get("drop_echem_prefix", 0.0))
     # Columns computed from the potentiostat (all, without window features); the spectral
     # window features stay, as they would at inference without a potential log.
@@ -233,7 +252,7 @@ def augment_run(rt: RunTensors, rng: np.random.Generator, cfg: dict, step_ppm: f
         # the current's features are undefined, the potential's stay.
         echem, mask = _without_current(echem, mask)
     return RunTensors(rt.run_id, rt.family, rt.t_s, spectra, echem, mask, rt.y, aux,
-                      rt.t_onset_s, rt.t_short_s, rt.has_short_precursors)
+                      rt.t_onset_s, rt.t_short_s, rt.has_short_precursors, rt.snr)
 
 
 def _log_from(k: int, t_s, echem: np.ndarray, mask: np.ndarray, from_echem: np.ndarray,

@@ -363,3 +363,33 @@ def test_a_log_that_starts_with_the_current(one_way_frames):
                               y=rt.y[k:], aux=rt.aux[k:])
     same = augment_run(rt0, np.random.default_rng(0), {"drop_echem_until_current": 1.0}, 0.5, window=w)
     np.testing.assert_array_equal(same.echem_mask, mask[k:])
+
+
+def test_noisier_spectra_get_their_window_features_computed_anew(run_frames):
+    """``augment.noise_prob``: the window features of a noisier run are those the detector
+    computes from the noisier spectra, not the clean run's; the echem columns are untouched."""
+    from lisentry.training.data import augment_run, noise_window_mask
+    w, rt = _widened_run(run_frames, "all_but_minimum")
+    cfg = {"noise_prob": 1.0, "noise_max_factor": 10.0, "intensity_jitter": 0.0, "shift_ppm": 0.0}
+    out = augment_run(rt, np.random.default_rng(2), cfg, 0.5, None, noise_window_mask(GRID), w)
+    assert not np.array_equal(out.spectra, rt.spectra)
+    wide, mask = w.widen(out.spectra, rt.t_s, rt.echem[:, :N_ECHEM], rt.echem_mask[:, :N_ECHEM])
+    np.testing.assert_array_equal(out.echem_mask, mask)
+    np.testing.assert_array_equal(out.echem, wide)
+    np.testing.assert_array_equal(out.echem[:, :N_ECHEM], rt.echem[:, :N_ECHEM])
+    spectral = [N_ECHEM + j for j, n in enumerate(w.names) if n in MODEL_FEATURES]
+    assert np.abs(out.echem[:, spectral] - rt.echem[:, spectral]).max() > 0.05
+
+
+def test_a_current_free_run_keeps_its_current_masked_under_noise(run_frames):
+    """A current-free member trains on runs whose current columns are masked; recomputing the
+    window features of their noisier spectra must not bring those columns back."""
+    from lisentry.models.window_features import current_columns
+    from lisentry.training.data import augment_run, mask_current, noise_window_mask
+    w, rt = _widened_run(run_frames, "all_but_minimum")
+    (blind,) = mask_current([rt])
+    cfg = {"noise_prob": 1.0, "noise_max_factor": 10.0, "intensity_jitter": 0.0, "shift_ppm": 0.0}
+    out = augment_run(blind, np.random.default_rng(2), cfg, 0.5, None, noise_window_mask(GRID), w)
+    cur = current_columns(rt.echem.shape[1])
+    assert cur.any() and not out.echem_mask[:, cur].any() and not out.echem[:, cur].any()
+    assert out.echem_mask[:, ~cur].sum() == blind.echem_mask[:, ~cur].sum() > 0

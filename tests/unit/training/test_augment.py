@@ -132,3 +132,27 @@ def test_drop_echem_prefix_masks_only_the_first_frames():
     augment_run(rt, a, {"drop_echem": 0.5}, 0.5)
     augment_run(rt, b, {"drop_echem": 0.5, "drop_echem_prefix": 0.0}, 0.5)
     assert a.random() == b.random()
+
+
+def test_noise_min_snr_caps_the_factor_at_the_runs_snr():
+    """``noise_min_snr``: no augmented run is noisier than that SNR (a held-out SNR range below
+    the training data's stays unseen); a run without a recorded SNR gets no noise; a cap above
+    ``noise_max_factor`` changes nothing."""
+    import dataclasses
+    rt, grid = _noisy_run(2e-4)
+    w = noise_window_mask(grid)
+    cfg = {"noise_prob": 1.0, "noise_max_factor": 10.0, "noise_min_snr": 40.0,
+           "intensity_jitter": 0.0, "shift_ppm": 0.0}
+    at_80 = dataclasses.replace(rt, snr=80.0)
+    factors = [spectral_noise(augment_run(at_80, np.random.default_rng(s), cfg, 0.5, None,
+                                          w).spectra, w) / 2e-4 for s in range(30)]
+    assert max(factors) <= 2.1 and max(factors) > 1.5
+    for snr in (None, 40.0, 25.0):
+        out = augment_run(dataclasses.replace(rt, snr=snr), np.random.default_rng(5), cfg, 0.5,
+                          None, w)
+        np.testing.assert_array_equal(out.spectra, rt.spectra)
+    loud = dataclasses.replace(rt, snr=1000.0)   # cap 25 > 10
+    np.testing.assert_array_equal(
+        augment_run(loud, np.random.default_rng(5), cfg, 0.5, None, w).spectra,
+        augment_run(rt, np.random.default_rng(5), {**cfg, "noise_min_snr": None}, 0.5, None,
+                    w).spectra)
