@@ -22,10 +22,18 @@ Definitions (``shared/interfaces.md``, "Metrics"):
   premature episodes), else ``missed`` (no episode starts before the short).
 * **False-alarm episodes per 100 h of event-free time**: a ``plating_onset``-level episode is
   false when it starts on an event-free frame. Event-free frames are labelled frames whose
-  true class is below ``plating_onset`` and which lie outside the allowed early windows
-  ``[t_onset - 30 min, t_onset)`` and ``[t_short - 2H, t_short)``. Event-free time is the sum
-  of those frames' durations (time to the next frame; the last frame gets the median
-  interval).
+  true class is below ``plating_onset`` and which lie outside the windows in which the event
+  is under way or allowed early: ``[t_onset - 30 min, t_visible)`` and
+  ``[t_short - 2H, t_short)``. ``t_visible`` is the first frame at or after the onset whose
+  truth is ``plating_onset``-level (the end of the run when there is none): between the
+  nucleation and that frame the metal is there but under the truth's detection limit, so the
+  truth still says normal, and an episode starting there is the plating detection (it is the
+  one the delay counts), not a false alarm. Frames whose truth falls back below
+  ``plating_onset`` after ``t_visible`` (the metal stripped) are event-free again. Event-free
+  time is the sum of those frames' durations (time to the next frame; the last frame gets the
+  median interval). (Before 2026-12-08 the first window ended at ``t_onset``, so an alarm on
+  nucleated but invisible metal counted both as the detection and as a false alarm; journal,
+  fourteenth part.)
 
 All results are JSON-safe (``None`` for undefined values, never NaN).
 """
@@ -269,10 +277,13 @@ def false_alarms(t_s, y_true, y_pred, t_onset: float | None = None, t_short: flo
     yt = as_indices(y_true)
     if len(t) != len(yt):
         raise ValueError(f"t_s and y_true must have the same length. Got {len(t)} and {len(yt)}.")
-    free = (yt >= 0) & (yt < CLASSES.index("plating_onset"))
+    plating = CLASSES.index("plating_onset")
+    free = (yt >= 0) & (yt < plating)
     onset, ts = _event_time(t_onset), _event_time(t_short)
     if onset is not None:
-        free &= ~((t >= onset - early_s) & (t < onset))
+        vis = np.flatnonzero((yt >= plating) & (t >= onset))
+        t_visible = float(t[vis[0]]) if len(vis) else math.inf
+        free &= ~((t >= onset - early_s) & (t < t_visible))
     if ts is not None:
         free &= ~((t >= ts - PREMATURE_FACTOR * horizon_s) & (t < ts))
     hours = float(_durations(t)[free].sum() / 3600.0)

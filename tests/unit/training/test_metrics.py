@@ -120,6 +120,27 @@ def test_false_alarms_per_100h():
     assert false_alarms(t, [P] * 20, yp)["per_100h"] is None
 
 
+def test_an_alarm_on_nucleated_but_invisible_metal_is_the_detection_not_a_false_alarm():
+    """The onset is the metal's nucleation; the truth says ``plating_onset`` only once the metal
+    passes its detection limit. An episode between the two is the detection (the delay counts
+    it) and is not a false alarm; after the metal is stripped (truth normal again) the frames
+    are event-free once more."""
+    t = np.arange(24) * 600.0
+    onset = 6 * 600.0                                  # nucleation at frame 6
+    yt = [N] * 10 + [P] * 6 + [N] * 8                  # visible from frame 10, stripped at 16
+    yp = [N] * 8 + [P] * 8 + [N] * 4 + [P] * 2 + [N] * 2   # alarm from frame 8; again at 20
+    fa = false_alarms(t, yt, yp, t_onset=onset)
+    assert fa["n_false_alarms"] == 1                  # only the episode at frame 20
+    # event-free: frames 0..2 (3 from the 30-min early window on) and 16..23
+    assert fa["event_free_h"] == pytest.approx(11 * 600 / 3600)
+    assert plating_delay(t, yp, onset)["delay_s"] == pytest.approx(1200.0)
+    # never visible in the run: everything from the early window on is the event under way
+    never = false_alarms(t, [N] * 24, yp, t_onset=onset)
+    assert never["n_false_alarms"] == 0 and never["event_free_h"] == pytest.approx(0.5)
+    # without an onset the same alarms are false
+    assert false_alarms(t, [N] * 24, yp)["n_false_alarms"] == 2
+
+
 def test_run_metrics_and_aggregate():
     t1, yt1, yp1, onset = _run1()
     t2 = np.arange(16) * 600.0
