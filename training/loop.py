@@ -157,6 +157,11 @@ def _prepare(cfg: TrainConfig):
         from lisentry.datasets.errors import ConfigError
         raise ConfigError(f"{cfg['dataset']}: need training and validation runs; got "
                           f"{len(split['train'])} train / {len(split['val'])} val")
+    unknown = set(cfg["train"].get("oversample_families") or []) - set(ds.runs["family"])
+    if unknown:
+        from lisentry.datasets.errors import ConfigError
+        raise ConfigError(f"train.oversample_families: {sorted(unknown)} are not families of "
+                          f"{cfg['dataset']}; it has {sorted(set(ds.runs['family']))}")
     sym = cfg["inputs"]["symmetric_cells"]
     train_runs = load_runs(ds, split["train"], symmetric_cells=sym)
     val_runs = load_runs(ds, split["val"], symmetric_cells=sym)
@@ -245,12 +250,15 @@ def _fit_member(cfg: TrainConfig, seed: int, ds, train_runs, val_runs, noise_win
         bar = tqdm(total=n_epochs, desc=label, file=sys.stderr, leave=False)
     history = []
     min_epochs = min(int(tc.get("min_epochs", 0)), n_epochs)
+    epoch_runs = oversampled(train_runs, tc.get("oversample_families") or [],
+                             int(tc.get("oversample_factor", 1)))
     for epoch in range(1, n_epochs + 1):
         model.train()
         losses = []
-        for idx in length_buckets([len(r) for r in train_runs], tc["batch_runs"], rng):
-            chunk = [augment_run(train_runs[k], rng, tc.get("augment", {}), step_ppm, train_runs,
-                                 noise_window, window)
+        for idx in length_buckets([len(train_runs[k]) for k in epoch_runs], tc["batch_runs"],
+                                  rng):
+            chunk = [augment_run(train_runs[epoch_runs[k]], rng, tc.get("augment", {}), step_ppm,
+                                 train_runs, noise_window, window)
                      for k in idx]
             batch = collate(chunk, device)
             loss = _loss(model, batch, weights, tc["aux_weight"], tc.get("run_balance", 0.0))
@@ -504,6 +512,18 @@ class WeightAverage:
         if self._mean is None:
             raise ValueError("WeightAverage has no update yet.")
         return {k: v.clone() for k, v in self._mean.items()}
+
+
+def oversampled(runs: list[RunTensors], families, factor: int) -> np.ndarray:
+    """Indices into ``runs`` that one epoch visits: every run once, and the runs of
+    ``families`` ``factor`` times (``factor`` 1 or no families: ``0..len(runs)-1``, so that the
+    batches are drawn as before the option existed)."""
+    idx = np.arange(len(runs))
+    if factor <= 1 or not families:
+        return idx
+    fams = set(families)
+    extra = [i for i, r in enumerate(runs) if r.family in fams]
+    return np.concatenate([idx, np.tile(np.asarray(extra, dtype=int), factor - 1)])
 
 
 def length_buckets(lengths, batch_runs: int, rng: np.random.Generator) -> list[np.ndarray]:

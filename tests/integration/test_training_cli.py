@@ -111,6 +111,12 @@ def test_config_errors_are_one_line(smoke):
     res = lisentry("train", bad, cwd=smoke, check=False)
     assert res.returncode == 2 and "noise_max_factor" in res.stderr and ">= 1" in res.stderr
     assert "Traceback" not in res.stderr
+    # a family the data does not hold: named, with the families it has
+    bad.write_text(f"dataset: {smoke / 'smoke'}\ntrain: {{oversample_families: [li_llzo], "
+                   f"oversample_factor: 3}}\n")
+    res = lisentry("train", bad, "--no-mlflow", "--out", smoke / "never", cwd=smoke, check=False)
+    assert res.returncode == 2 and "li_llzo" in res.stderr and "it has [" in res.stderr
+    assert "Traceback" not in res.stderr and not (smoke / "never").exists()
 
 
 def test_tune_resumes_from_journal(smoke):
