@@ -180,6 +180,13 @@ def alarm_episodes(y_pred, level: str = "plating_onset", persistence: int = PERS
     return out
 
 
+def first_visible(t: np.ndarray, y_true_idx: np.ndarray, t_onset: float) -> float | None:
+    """Time of the first frame at or after ``t_onset`` whose true class is ``plating_onset`` or
+    more severe (the metal above the detection limit), s; ``None`` when there is none."""
+    vis = np.flatnonzero((y_true_idx >= CLASSES.index("plating_onset")) & (t >= t_onset))
+    return float(t[vis[0]]) if len(vis) else None
+
+
 def plating_delay(t_s, y_pred, t_onset: float | None, *, persistence: int = PERSISTENCE,
                   early_s: float = EARLY_PLATING_S, y_true=None) -> dict:
     """Plating-onset detection delay of one run.
@@ -222,8 +229,7 @@ def plating_delay(t_s, y_pred, t_onset: float | None, *, persistence: int = PERS
            "n_false_plating_alarms": len(early)}
     if y_true is not None:
         yt = as_indices(y_true)
-        vis = np.flatnonzero((yt >= CLASSES.index("plating_onset")) & (t >= onset))
-        t_vis = float(t[vis[0]]) if len(vis) else None
+        t_vis = first_visible(t, yt, onset)
         out["visible_lag_s"] = _none(t_vis - onset) if t_vis is not None else None
         out["delay_from_visible_s"] = (_none(ok[0] - t_vis) if ok and t_vis is not None
                                        else None)
@@ -277,13 +283,11 @@ def false_alarms(t_s, y_true, y_pred, t_onset: float | None = None, t_short: flo
     yt = as_indices(y_true)
     if len(t) != len(yt):
         raise ValueError(f"t_s and y_true must have the same length. Got {len(t)} and {len(yt)}.")
-    plating = CLASSES.index("plating_onset")
-    free = (yt >= 0) & (yt < plating)
+    free = (yt >= 0) & (yt < CLASSES.index("plating_onset"))
     onset, ts = _event_time(t_onset), _event_time(t_short)
     if onset is not None:
-        vis = np.flatnonzero((yt >= plating) & (t >= onset))
-        t_visible = float(t[vis[0]]) if len(vis) else math.inf
-        free &= ~((t >= onset - early_s) & (t < t_visible))
+        t_visible = first_visible(t, yt, onset)
+        free &= ~((t >= onset - early_s) & (t < (math.inf if t_visible is None else t_visible)))
     if ts is not None:
         free &= ~((t >= ts - PREMATURE_FACTOR * horizon_s) & (t < ts))
     hours = float(_durations(t)[free].sum() / 3600.0)

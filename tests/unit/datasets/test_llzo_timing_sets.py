@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 KEY = "dendrite_stage3_charge_mAh_cm2"
 
 
-def _train_draws(config: str, family: str, n: int = 16):
+def _config_draws(config: str, family: str, n: int = 16):
     """The config and the parameters drawn for the first ``n`` runs of ``family``."""
     cfg = load_build_config(CONFIGS / config)
     fam = _family_obj(family, cfg.family_files, cfg.override_for(family))
@@ -22,7 +22,7 @@ def _train_draws(config: str, family: str, n: int = 16):
 
 
 def _draws(name: str, n: int = 24):
-    cfg, draws = _train_draws(f"dataset-heldout-llzo-{name}.yaml", "li_llzo_li", n)
+    cfg, draws = _config_draws(f"dataset-heldout-llzo-{name}.yaml", "li_llzo_li", n)
     assert list(cfg.families) == ["li_llzo_li"] and cfg.families["li_llzo_li"]["runs"] == 12
     return draws
 
@@ -44,8 +44,8 @@ def test_the_two_sets_differ_only_in_the_stage3_charge():
 def test_the_wide_timing_training_data_differ_from_the_default_only_in_the_llzo_stage3_charge():
     """configs/dataset-train-llzo-wide.yaml: the training data with the dendrite timing spread
     (journal, 2026-12-07, twelfth part); every other family and draw as in dataset-train.yaml."""
-    narrow_cfg, narrow = _train_draws("dataset-train.yaml", "li_llzo_li")
-    wide_cfg, wide = _train_draws("dataset-train-llzo-wide.yaml", "li_llzo_li")
+    narrow_cfg, narrow = _config_draws("dataset-train.yaml", "li_llzo_li")
+    wide_cfg, wide = _config_draws("dataset-train-llzo-wide.yaml", "li_llzo_li")
     runs = lambda cfg: {f: (s["runs"], s["split"]) for f, s in cfg.families.items()}  # noqa: E731
     assert (narrow_cfg.seed, runs(narrow_cfg)) == (wide_cfg.seed, runs(wide_cfg))
     q_n = np.array([d["cell"][KEY] for d in narrow])
@@ -57,5 +57,5 @@ def test_the_wide_timing_training_data_differ_from_the_default_only_in_the_llzo_
             d["cell"].pop(KEY), d.pop("randomize")
         assert a == b
     for family in ("hc_sulfide_ccv", "graphite_overcharge"):
-        assert _train_draws("dataset-train.yaml", family, 4)[1] == \
-            _train_draws("dataset-train-llzo-wide.yaml", family, 4)[1]
+        assert _config_draws("dataset-train.yaml", family, 4)[1] == \
+            _config_draws("dataset-train-llzo-wide.yaml", family, 4)[1]
